@@ -1,0 +1,281 @@
+//! `runyard certs`: a CA and a serving certificate for the webhook Service
+//! (rcgen), written to a directory, to a `kubernetes.io/tls` Secret, and as the
+//! `caBundle` of the MutatingWebhookConfiguration.
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// Field manager used for runyard's writes.
+pub const FIELD_MANAGER: &str = "runyard";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("generating certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("MutatingWebhookConfiguration {0:?} has no webhooks to patch")]
+    NoWebhooks(String),
+}
+
+/// A CA and a serving certificate signed by it, all PEM.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub ca_cert: String,
+    pub ca_key: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// DNS names under which the API server reaches a Service.
+pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// Generates a CA and a serving certificate for `names` (DNS names or IP
+/// addresses), valid for `days`.
+pub fn generate(names: &[String], days: u32) -> Result<Bundle, CertError> {
+    let now = OffsetDateTime::now_utc();
+    let not_before = now - Duration::minutes(5);
+    let not_after = now + Duration::days(i64::from(days));
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name = dn("runyard webhook CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = not_before;
+    ca.not_after = not_after;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, &ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    leaf.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => n.clone().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()?;
+    leaf.distinguished_name = dn(names.first().map(String::as_str).unwrap_or("runyard-webhook"));
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
+    let cert = leaf.signed_by(&key, &issuer)?;
+
+    Ok(Bundle {
+        ca_cert: ca_cert.pem(),
+        ca_key: ca_key.serialize_pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "runyard");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// Writes `ca.crt`, `ca.key`, `tls.crt` and `tls.key` into `dir` (keys mode 0600).
+/// Files are replaced atomically so a running webhook never reads half a file.
+pub fn write_dir(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CertError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut written = Vec::new();
+    for (name, content, secret) in [
+        ("ca.crt", &bundle.ca_cert, false),
+        ("ca.key", &bundle.ca_key, true),
+        ("tls.key", &bundle.key, true),
+        ("tls.crt", &bundle.cert, false),
+    ] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).map_err(io(&tmp))?;
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(&tmp))?;
+        }
+        #[cfg(not(unix))]
+        let _ = secret;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The `kubernetes.io/tls` Secret holding the serving certificate and the CA.
+pub fn tls_secret(bundle: &Bundle, name: &str, namespace: &str) -> Secret {
+    let data = BTreeMap::from([
+        ("tls.crt".to_string(), ByteString(bundle.cert.clone().into_bytes())),
+        ("tls.key".to_string(), ByteString(bundle.key.clone().into_bytes())),
+        ("ca.crt".to_string(), ByteString(bundle.ca_cert.clone().into_bytes())),
+    ]);
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "runyard".to_string(),
+            )])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Sets `caBundle` on every webhook of the configuration.
+pub fn with_ca_bundle(
+    mut config: MutatingWebhookConfiguration,
+    ca_pem: &str,
+) -> Result<MutatingWebhookConfiguration, CertError> {
+    let name = config.metadata.name.clone().unwrap_or_default();
+    let webhooks = config
+        .webhooks
+        .as_mut()
+        .filter(|w| !w.is_empty())
+        .ok_or(CertError::NoWebhooks(name))?;
+    for hook in webhooks {
+        hook.client_config.ca_bundle = Some(ByteString(ca_pem.as_bytes().to_vec()));
+    }
+    Ok(config)
+}
+
+/// Server-side applies the Secret.
+pub async fn apply_secret(client: kube::Client, secret: &Secret) -> Result<(), CertError> {
+    let namespace = secret.metadata.namespace.as_deref().unwrap_or("default");
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let mut body = secret.clone();
+    body.metadata.managed_fields = None;
+    let value = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": body.metadata,
+        "type": body.type_,
+        "data": body.data,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets `caBundle` on the named MutatingWebhookConfiguration (read, modify,
+/// replace guarded by resourceVersion; retried on conflict).
+pub async fn patch_webhook(client: kube::Client, name: &str, ca_pem: &str) -> Result<(), CertError> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mut attempts = 0;
+    loop {
+        let current = api.get(name).await?;
+        let updated = with_ca_bundle(current, ca_pem)?;
+        match api.replace(name, &PostParams::default(), &updated).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+            other => return other.map(|_| ()).map_err(CertError::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, WebhookClientConfig};
+
+    #[test]
+    fn names_cover_the_service_dns_forms() {
+        let names = service_dns_names("runyard-webhook", "runyard");
+        assert!(names.contains(&"runyard-webhook.runyard.svc".to_string()));
+        assert!(names.contains(&"runyard-webhook.runyard.svc.cluster.local".to_string()));
+    }
+
+    #[test]
+    fn generates_a_ca_signed_leaf_and_writes_it() {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let bundle = generate(&names, 30).expect("generate");
+        assert!(bundle.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(bundle.key.contains("PRIVATE KEY"));
+        assert_ne!(bundle.ca_cert, bundle.cert);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = write_dir(&bundle, dir.path()).expect("write");
+        assert_eq!(files.len(), 4);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("tls.key"))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn secret_and_ca_bundle() {
+        let bundle = generate(&["svc".to_string()], 1).expect("generate");
+        let secret = tls_secret(&bundle, "tls", "runyard");
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert!(secret.data.as_ref().expect("data").contains_key("tls.key"));
+
+        let hook = MutatingWebhook {
+            name: "pods.runyard.dev".into(),
+            client_config: WebhookClientConfig::default(),
+            ..Default::default()
+        };
+        let config = MutatingWebhookConfiguration {
+            metadata: kube::api::ObjectMeta {
+                name: Some("runyard".into()),
+                ..Default::default()
+            },
+            webhooks: Some(vec![hook.clone(), hook]),
+        };
+        let patched = with_ca_bundle(config, &bundle.ca_cert).expect("patch");
+        for hook in patched.webhooks.expect("webhooks") {
+            assert_eq!(
+                hook.client_config.ca_bundle.expect("caBundle").0,
+                bundle.ca_cert.as_bytes()
+            );
+        }
+        let empty = MutatingWebhookConfiguration::default();
+        assert!(matches!(with_ca_bundle(empty, "x"), Err(CertError::NoWebhooks(_))));
+    }
+}

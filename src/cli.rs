@@ -1,0 +1,369 @@
+//! The `runyard` command line: argument types and the glue from arguments to
+//! the library. Errors get their user-facing context here.
+
+use crate::injection::{ClusterFacts, Injector, PoolSource, SidecarMode, StaticPools};
+use crate::webhook::{self, metrics::Metrics, AppState, Limits, Options};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Turn plain Kubernetes Jobs and Pods into managed runs on a worker pool.
+#[derive(Debug, Parser)]
+#[command(name = "runyard", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info`, `runyard=debug` (tracing EnvFilter syntax).
+    #[arg(long, global = true, default_value = "info", env = "RUNYARD_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTPS mutating admission webhook.
+    Webhook(WebhookArgs),
+    /// Print the mutated manifest(s) of a file, as the webhook would mutate them.
+    Inject(InjectArgs),
+    /// Generate a CA and a serving certificate for the webhook.
+    Certs(CertsArgs),
+    /// Print the CustomResourceDefinitions (WorkerPool, Worker) as YAML.
+    Crd,
+}
+
+/// How to inject the launcher sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SidecarModeArg {
+    /// Decide from the API server's version (native from Kubernetes 1.29).
+    Auto,
+    /// Native sidecar: an init container with `restartPolicy: Always`.
+    Native,
+    /// Regular container that exits when the worker containers exit.
+    Container,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS listener.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "RUNYARD_LISTEN")]
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener for /metrics, /healthz and /readyz
+    /// (they are also served over HTTPS on --listen).
+    #[arg(long, env = "RUNYARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain; re-read when it changes (cert-manager rotation).
+    #[arg(long, default_value = "certs/tls.crt", env = "RUNYARD_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key matching --tls-cert.
+    #[arg(long, default_value = "certs/tls.key", env = "RUNYARD_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Serve static WorkerPool definitions from this YAML file instead of
+    /// watching the cluster (development, tests, benchmarks).
+    #[arg(long)]
+    pub pools: Option<PathBuf>,
+    /// Watch WorkerPools in this namespace only (default: all namespaces).
+    #[arg(long, env = "RUNYARD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How the launcher sidecar is injected.
+    #[arg(long, value_enum, default_value_t = SidecarModeArg::Auto)]
+    pub sidecar_mode: SidecarModeArg,
+    /// Kubernetes version to assume with --pools and --sidecar-mode auto
+    /// (e.g. 1.28); default: a current version (native sidecars).
+    #[arg(long)]
+    pub kube_version: Option<String>,
+    /// Reviews handled at once; beyond it requests get 429 immediately.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Open connections at most; further connections are closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time given to in-flight reviews on SIGTERM before connections are closed.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Manifest file with Jobs, Pods or Lists (multi-document YAML); `-` reads stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub filename: String,
+    /// YAML file of WorkerPools to use (default: a built-in pool with default
+    /// settings for whatever pool a run names).
+    #[arg(long)]
+    pub pool: Option<PathBuf>,
+    /// Namespace of documents that set none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// How the launcher sidecar is injected (auto: decide from --kube-version).
+    #[arg(long, value_enum, default_value_t = SidecarModeArg::Auto)]
+    pub sidecar_mode: SidecarModeArg,
+    /// Kubernetes version to inject for (e.g. 1.28); default: a current version.
+    #[arg(long)]
+    pub kube_version: Option<String>,
+    /// Run id to stamp on new runs instead of a fresh ULID (reproducible output).
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Name of the webhook's Service (used for the DNS names in the certificate).
+    #[arg(long, default_value = "runyard-webhook")]
+    pub service: String,
+    /// Namespace of the Service and of the Secret.
+    #[arg(short = 'n', long, default_value = "runyard")]
+    pub namespace: String,
+    /// Extra DNS names or IP addresses for the certificate.
+    #[arg(long = "san", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    pub sans: Vec<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Directory for ca.crt, ca.key, tls.crt, tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// Also write a kubernetes.io/tls Secret with this name (through the cluster API).
+    #[arg(long, num_args = 0..=1, default_missing_value = "runyard-webhook-tls")]
+    pub secret: Option<String>,
+    /// Set caBundle on this MutatingWebhookConfiguration (through the cluster API).
+    #[arg(long, num_args = 0..=1, default_missing_value = "runyard")]
+    pub patch_webhook: Option<String>,
+}
+
+/// Chooses the cluster facts from flags and, where known, the server version.
+pub fn resolve_facts(mode: SidecarModeArg, version: Option<&str>) -> Result<ClusterFacts> {
+    let from_version = match version {
+        Some(v) => ClusterFacts::for_version_string(v)?,
+        None => ClusterFacts::default(),
+    };
+    Ok(match mode {
+        SidecarModeArg::Auto => from_version,
+        SidecarModeArg::Native => ClusterFacts {
+            sidecar_mode: SidecarMode::Native,
+        },
+        SidecarModeArg::Container => ClusterFacts {
+            sidecar_mode: SidecarMode::Container,
+        },
+    })
+}
+
+fn read_input(filename: &str) -> Result<String> {
+    if filename == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the manifest from stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(filename).with_context(|| format!("reading {filename}"))
+    }
+}
+
+/// `runyard inject`.
+pub fn inject(args: &InjectArgs) -> Result<String> {
+    let facts = resolve_facts(args.sidecar_mode, args.kube_version.as_deref())?;
+    let injector = match args.run_id.clone() {
+        Some(id) => Injector::with_run_ids(facts, move || id.clone()),
+        None => Injector::new(facts),
+    };
+    let pools = match &args.pool {
+        Some(path) => crate::pools::load_pool_file(path)?,
+        None => StaticPools::default_pool(),
+    };
+    let input = read_input(&args.filename)?;
+    Ok(crate::inject::inject_yaml(
+        &input,
+        &injector,
+        &pools,
+        &args.namespace,
+    )?)
+}
+
+/// `runyard crd`.
+pub fn crd() -> Result<String> {
+    crate::crd::crds_yaml().context("serialising the CRDs")
+}
+
+/// `runyard certs`.
+pub async fn certs(args: &CertsArgs) -> Result<()> {
+    let mut names = crate::certs::service_dns_names(&args.service, &args.namespace);
+    names.extend(args.sans.iter().cloned());
+    let bundle = crate::certs::generate(&names, args.days)?;
+    let files = crate::certs::write_dir(&bundle, &args.out_dir)?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    if args.secret.is_none() && args.patch_webhook.is_none() {
+        return Ok(());
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster (for --secret / --patch-webhook)")?;
+    if let Some(name) = &args.secret {
+        let secret = crate::certs::tls_secret(&bundle, name, &args.namespace);
+        crate::certs::apply_secret(client.clone(), &secret)
+            .await
+            .with_context(|| format!("writing Secret {}/{name}", args.namespace))?;
+        println!("applied Secret {}/{name}", args.namespace);
+    }
+    if let Some(name) = &args.patch_webhook {
+        crate::certs::patch_webhook(client, name, &bundle.ca_cert)
+            .await
+            .with_context(|| format!("patching caBundle of MutatingWebhookConfiguration {name}"))?;
+        println!("patched caBundle of MutatingWebhookConfiguration {name}");
+    }
+    Ok(())
+}
+
+/// `runyard webhook`: serves until SIGTERM/SIGINT; a second signal aborts.
+pub async fn webhook(args: &WebhookArgs) -> Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let (facts, pools): (ClusterFacts, Arc<dyn PoolSource>) = match &args.pools {
+        Some(path) => {
+            let pools = crate::pools::load_pool_file(path)?;
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            let facts = resolve_facts(args.sidecar_mode, args.kube_version.as_deref())?;
+            (facts, Arc::new(pools))
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the cluster (use --pools FILE to run without one)")?;
+            let info = client
+                .apiserver_version()
+                .await
+                .context("reading the API server version")?;
+            let server = ClusterFacts::for_version(&info.major, &info.minor)?;
+            let facts = match args.sidecar_mode {
+                SidecarModeArg::Auto => server,
+                other => resolve_facts(other, None)?,
+            };
+            tracing::info!(version = %info.git_version, sidecar_mode = ?facts.sidecar_mode, "connected to the API server");
+            let pools = crate::pools::watch_pools(client, args.namespace.as_deref(), ready.clone());
+            (facts, Arc::new(pools))
+        }
+    };
+    if args.max_in_flight == 0 || args.max_connections == 0 {
+        bail!("--max-in-flight and --max-connections must be at least 1");
+    }
+    let state = AppState::new(
+        Injector::new(facts),
+        pools,
+        Arc::new(Metrics::new()),
+        ready,
+        args.max_in_flight,
+    );
+    let options = Options {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        cert_reload_interval: args.cert_reload_interval,
+        limits: Limits {
+            max_in_flight: args.max_in_flight,
+            max_connections: args.max_connections,
+            shutdown_timeout: args.shutdown_timeout,
+            ..Limits::default()
+        },
+    };
+    let running = webhook::start(options, state)
+        .await
+        .context("starting the webhook (generate certificates with `runyard certs`)")?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight reviews");
+    running.shutdown();
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("second signal: aborting");
+        std::process::exit(130);
+    });
+    running.wait().await?;
+    tracing::info!("webhook stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                assert!(
+                    builtin || arg.get_help().is_some() || arg.is_positional(),
+                    "{} --{} has no help",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub);
+            }
+        }
+        walk(&Cli::command());
+    }
+
+    #[test]
+    fn sidecar_mode_follows_the_version() {
+        let f = resolve_facts(SidecarModeArg::Auto, Some("1.28")).expect("1.28");
+        assert_eq!(f.sidecar_mode, SidecarMode::Container);
+        let f = resolve_facts(SidecarModeArg::Auto, Some("v1.33.1")).expect("1.33");
+        assert_eq!(f.sidecar_mode, SidecarMode::Native);
+        let f = resolve_facts(SidecarModeArg::Container, Some("1.33")).expect("override");
+        assert_eq!(f.sidecar_mode, SidecarMode::Container);
+        assert!(resolve_facts(SidecarModeArg::Auto, Some("1.26")).is_err());
+    }
+}

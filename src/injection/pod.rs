@@ -1,0 +1,683 @@
+//! Injection of the run environment into a pod spec (a Pod's, or a Job's pod
+//! template's). Every step is an upsert keyed by name or path, so a second pass
+//! over an injected spec changes nothing.
+
+use super::*;
+use crate::crd::{ContainerSettings, WorkerPoolSpec, DEFAULT_ACTIVE_DEADLINE_SECONDS};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PodSchedulingGate, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+
+/// Name of the downward-API volume through which the launcher reads the pod's
+/// labels and annotations (stop requests) without Kubernetes credentials.
+pub const PODINFO_VOLUME: &str = "runyard-podinfo";
+/// Where the launcher mounts [`PODINFO_VOLUME`].
+pub const PODINFO_PATH: &str = "/opt/runyard/podinfo";
+/// Default CPU request of every container that sets none.
+pub const DEFAULT_CPU_REQUEST: &str = "500m";
+/// Default memory request of every container that sets none.
+pub const DEFAULT_MEMORY_REQUEST: &str = "200Mi";
+
+/// Everything the pod injection needs besides the pod itself.
+#[derive(Debug, Clone, Copy)]
+pub struct PodContext<'a> {
+    pub pool_name: &'a str,
+    pub pool: &'a WorkerPoolSpec,
+    pub run_id: &'a str,
+    pub facts: ClusterFacts,
+    /// Add the claim scheduling gate (bare, unclaimed run pods).
+    pub gate: bool,
+}
+
+fn launcher_image(pool: &WorkerPoolSpec) -> &str {
+    pool.pod
+        .launcher_image
+        .as_deref()
+        .unwrap_or(DEFAULT_LAUNCHER_IMAGE)
+}
+
+/// (name, image) of every container the pool itself contributes; these are not
+/// subject to the run's image policy.
+fn pool_containers(pool: &WorkerPoolSpec) -> Vec<(&str, Option<&str>)> {
+    let image = Some(launcher_image(pool));
+    let mut own = vec![(INIT_CONTAINER, image), (LAUNCHER_CONTAINER, image)];
+    for c in pool
+        .pod
+        .custom_init_containers
+        .iter()
+        .chain(&pool.pod.additional_sidecar_containers)
+    {
+        own.push((c.name.as_str(), c.image.as_deref()));
+    }
+    own
+}
+
+fn pool_volume_names(pool: &WorkerPoolSpec) -> Vec<&str> {
+    let mut names = vec![WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME];
+    names.extend(pool.pod.volumes.iter().map(|v| v.name.as_str()));
+    names
+}
+
+/// Checks the pool's policy (image hosts, privilege) against the run's own
+/// containers, i.e. all but those the pool contributes.
+pub fn check_policy(pool_name: &str, pool: &WorkerPoolSpec, spec: &PodSpec) -> Result<(), InjectError> {
+    let own = pool_containers(pool);
+    let is_own = |c: &Container| own.contains(&(c.name.as_str(), c.image.as_deref()));
+    let user = || {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .filter(|c| !is_own(c))
+    };
+    policy::check_images(pool_name, &pool.allowed_runner_image_hosts, user())?;
+    if !pool.pod.allow_privileged {
+        policy::check_privilege(pool_name, spec, user())?;
+    }
+    Ok(())
+}
+
+/// Injects the run environment into `meta`/`spec`.
+pub fn inject(meta: &mut ObjectMeta, spec: &mut PodSpec, ctx: &PodContext<'_>) -> Result<(), InjectError> {
+    check_policy(ctx.pool_name, ctx.pool, spec)?;
+    let already = is_injected(meta);
+    let pool_pod = &ctx.pool.pod;
+    let own_names: Vec<&str> = pool_containers(ctx.pool).iter().map(|(n, _)| *n).collect();
+    let own_volumes = pool_volume_names(ctx.pool);
+    if !already {
+        check_collisions(spec, &own_names, &own_volumes)?;
+    }
+
+    inject_volumes(spec, ctx);
+
+    let env = runyard_env(ctx);
+    let native = ctx.facts.sidecar_mode == SidecarMode::Native;
+
+    // The run's own containers (workers): everything not contributed by runyard or the pool.
+    let is_worker = |c: &Container| !own_names.contains(&c.name.as_str());
+    let worker_names: Vec<String> = spec
+        .containers
+        .iter()
+        .filter(|c| is_worker(c))
+        .map(|c| c.name.clone())
+        .collect();
+    let path = worker_path(ctx.pool);
+    let worker_settings = pool_pod.worker_container.as_ref();
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+        .filter(|c| is_worker(c))
+    {
+        prepare_worker(c, &env, &path, worker_settings)?;
+    }
+
+    // Init containers: customInitContainers, init, launcher (native), then the run's own.
+    let inits = spec.init_containers.get_or_insert_with(Vec::new);
+    let mut pos = 0;
+    for custom in &pool_pod.custom_init_containers {
+        let mut c = custom.clone();
+        prepare_pool_container(&mut c, &env)?;
+        pos = upsert_at(inits, c, pos) + 1;
+    }
+    pos = upsert_at(inits, init_container(ctx, &env)?, pos) + 1;
+    let launcher = launcher_container(ctx, &env, &worker_names)?;
+    let (native_launcher, container_launcher) = if native {
+        (Some(launcher), None)
+    } else {
+        (None, Some(launcher))
+    };
+    match native_launcher {
+        Some(l) => {
+            upsert_at(inits, l, pos);
+        }
+        None => inits.retain(|c| c.name != LAUNCHER_CONTAINER),
+    }
+
+    // Containers: the run's own, additional sidecars, launcher (container mode).
+    for sidecar in &pool_pod.additional_sidecar_containers {
+        let mut c = sidecar.clone();
+        prepare_pool_container(&mut c, &env)?;
+        let end = spec.containers.len();
+        upsert_at(&mut spec.containers, c, end);
+    }
+    match container_launcher {
+        Some(l) => {
+            let end = spec.containers.len();
+            upsert_at(&mut spec.containers, l, end);
+            spec.share_process_namespace = Some(true);
+        }
+        None => spec.containers.retain(|c| c.name != LAUNCHER_CONTAINER),
+    }
+
+    inject_pod_fields(meta, spec, ctx)
+}
+
+fn check_collisions(spec: &PodSpec, own_names: &[&str], own_volumes: &[&str]) -> Result<(), InjectError> {
+    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        if own_names.contains(&c.name.as_str()) {
+            return Err(InjectError::NameCollision {
+                kind: "container",
+                name: c.name.clone(),
+            });
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if own_volumes.contains(&v.name.as_str()) {
+            return Err(InjectError::NameCollision {
+                kind: "volume",
+                name: v.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) {
+    let pool_pod = &ctx.pool.pod;
+    let named = |source: &Option<Volume>, name: &str| {
+        let mut v = source.clone().unwrap_or_else(|| Volume {
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        v.name = name.to_string();
+        v
+    };
+    let podinfo = Volume {
+        name: PODINFO_VOLUME.to_string(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(
+                [("annotations", "metadata.annotations"), ("labels", "metadata.labels")]
+                    .into_iter()
+                    .map(|(path, field)| DownwardAPIVolumeFile {
+                        path: path.to_string(),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: field.to_string(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    let wanted = [
+        named(&pool_pod.workspace_volume, WORKSPACE_VOLUME),
+        named(&pool_pod.binaries_cache_volume, BINARIES_CACHE_VOLUME),
+        podinfo,
+    ];
+    for v in wanted.into_iter().chain(pool_pod.volumes.iter().cloned()) {
+        let end = volumes.len();
+        upsert_at(volumes, v, end);
+    }
+}
+
+trait Named {
+    fn name(&self) -> &str;
+}
+impl Named for Container {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+impl Named for Volume {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+impl Named for EnvVar {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Replaces the item with the same name in place, or inserts it at `at`.
+/// Returns the item's index.
+fn upsert_at<T: Named + PartialEq>(list: &mut Vec<T>, item: T, at: usize) -> usize {
+    match list.iter().position(|x| x.name() == item.name()) {
+        Some(i) => {
+            if list[i] != item {
+                list[i] = item;
+            }
+            i
+        }
+        None => {
+            let at = at.min(list.len());
+            list.insert(at, item);
+            at
+        }
+    }
+}
+
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn value_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The `RUNYARD_*` variables every runyard-managed container gets.
+fn runyard_env(ctx: &PodContext<'_>) -> Vec<EnvVar> {
+    vec![
+        value_env("RUNYARD_RUN_ID", ctx.run_id),
+        value_env("RUNYARD_POOL", ctx.pool_name),
+        value_env("RUNYARD_WORKSPACE", WORKSPACE_PATH),
+        field_env(
+            "RUNYARD_WORKER",
+            &format!("metadata.labels['{LABEL_WORKER}']"),
+        ),
+        field_env("RUNYARD_NAMESPACE", "metadata.namespace"),
+        field_env("RUNYARD_POD_NAME", "metadata.name"),
+    ]
+}
+
+fn worker_path(pool: &WorkerPoolSpec) -> String {
+    match pool.pod.custom_binaries_path.as_deref().filter(|p| !p.is_empty()) {
+        Some(custom) => format!("{custom}:{BINARIES_PATH}"),
+        None => BINARIES_PATH.to_string(),
+    }
+}
+
+/// Sets runyard's variables (always), then the `extra` ones the container lacks.
+fn apply_env(c: &mut Container, runyard: &[EnvVar], extra: &[EnvVar]) {
+    let vars = c.env.get_or_insert_with(Vec::new);
+    for var in runyard {
+        let end = vars.len();
+        upsert_at(vars, var.clone(), end);
+    }
+    for var in extra {
+        if !vars.iter().any(|v| v.name == var.name) {
+            vars.push(var.clone());
+        }
+    }
+}
+
+/// Prepends runyard's binaries to PATH; idempotent.
+fn apply_path(c: &mut Container, prefix: &str) {
+    let vars = c.env.get_or_insert_with(Vec::new);
+    match vars.iter_mut().find(|v| v.name == "PATH") {
+        Some(var) if var.value_from.is_some() => {}
+        Some(var) => {
+            let current = var.value.clone().unwrap_or_default();
+            let already = current == prefix || current.starts_with(&format!("{prefix}:"));
+            if !already {
+                var.value = Some(if current.is_empty() {
+                    prefix.to_string()
+                } else {
+                    format!("{prefix}:{current}")
+                });
+            }
+        }
+        None => vars.push(value_env("PATH", &format!("{prefix}:{BASE_PATH}"))),
+    }
+}
+
+fn mount(name: &str, path: &str, sub_path: Option<&str>, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        sub_path: sub_path.map(str::to_string),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// Adds `wanted` mounts, keyed by mount path; a path the container already uses
+/// for another volume is a collision.
+fn apply_mounts(c: &mut Container, wanted: &[VolumeMount], extra: &[VolumeMount]) -> Result<(), InjectError> {
+    let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+    for m in wanted {
+        match mounts.iter_mut().find(|x| x.mount_path == m.mount_path) {
+            Some(existing) if existing.name == m.name => {
+                if existing != m {
+                    *existing = m.clone();
+                }
+            }
+            Some(_) => {
+                return Err(InjectError::MountCollision {
+                    container: c.name.clone(),
+                    path: m.mount_path.clone(),
+                    volume: m.name.clone(),
+                })
+            }
+            None => mounts.push(m.clone()),
+        }
+    }
+    for m in extra {
+        if !mounts.iter().any(|x| x.mount_path == m.mount_path) {
+            mounts.push(m.clone());
+        }
+    }
+    Ok(())
+}
+
+fn workspace_mounts(binaries_read_only: bool) -> Vec<VolumeMount> {
+    vec![
+        mount(WORKSPACE_VOLUME, WORKSPACE_PATH, None, false),
+        mount(BINARIES_CACHE_VOLUME, BINARIES_CACHE_PATH, None, binaries_read_only),
+        mount(
+            WORKSPACE_VOLUME,
+            BINARIES_PATH,
+            Some(BINARIES_SUBPATH),
+            binaries_read_only,
+        ),
+    ]
+}
+
+/// Requests (and pool limits) for resources the container leaves unset. A
+/// resource with a limit but no request is left alone: Kubernetes copies the
+/// limit, and a default request could exceed it.
+fn apply_resources(c: &mut Container, settings: Option<&ContainerSettings>) {
+    let pool = settings.and_then(|s| s.resources.as_ref());
+    let requests: BTreeMap<String, Quantity> = pool
+        .and_then(|r| r.requests.clone())
+        .unwrap_or_else(|| {
+            BTreeMap::from([
+                ("cpu".to_string(), Quantity(DEFAULT_CPU_REQUEST.to_string())),
+                ("memory".to_string(), Quantity(DEFAULT_MEMORY_REQUEST.to_string())),
+            ])
+        });
+    let limits = pool.and_then(|r| r.limits.clone()).unwrap_or_default();
+    let has = |r: &Option<ResourceRequirements>, key: &str| {
+        r.as_ref().is_some_and(|r| {
+            r.requests.as_ref().is_some_and(|m| m.contains_key(key))
+                || r.limits.as_ref().is_some_and(|m| m.contains_key(key))
+        })
+    };
+    for (key, value) in limits {
+        if !has(&c.resources, &key) {
+            c.resources
+                .get_or_insert_with(Default::default)
+                .limits
+                .get_or_insert_with(Default::default)
+                .insert(key, value);
+        }
+    }
+    for (key, value) in requests {
+        if !has(&c.resources, &key) {
+            c.resources
+                .get_or_insert_with(Default::default)
+                .requests
+                .get_or_insert_with(Default::default)
+                .insert(key, value);
+        }
+    }
+}
+
+/// `target` with every top-level field it leaves unset taken from `defaults`.
+fn fill_missing<T: Serialize + DeserializeOwned>(target: &T, defaults: &T) -> Result<T, InjectError> {
+    let err = |e: serde_json::Error| InjectError::Invalid(format!("merging security context: {e}"));
+    let mut t = serde_json::to_value(target).map_err(err)?;
+    let d = serde_json::to_value(defaults).map_err(err)?;
+    if let (Some(t), serde_json::Value::Object(d)) = (t.as_object_mut(), d) {
+        for (k, v) in d {
+            t.entry(k).or_insert(v);
+        }
+    }
+    serde_json::from_value(t).map_err(err)
+}
+
+fn drop_all() -> Capabilities {
+    Capabilities {
+        drop: Some(vec!["ALL".to_string()]),
+        ..Default::default()
+    }
+}
+
+fn prepare_worker(
+    c: &mut Container,
+    env: &[EnvVar],
+    path: &str,
+    settings: Option<&ContainerSettings>,
+) -> Result<(), InjectError> {
+    apply_env(c, env, settings.map(|s| s.env.as_slice()).unwrap_or_default());
+    apply_path(c, path);
+    if let Some(s) = settings {
+        for from in &s.env_from {
+            let list = c.env_from.get_or_insert_with(Vec::new);
+            if !list.contains(from) {
+                list.push(from.clone());
+            }
+        }
+    }
+    apply_mounts(
+        c,
+        &workspace_mounts(true),
+        settings.map(|s| s.volume_mounts.as_slice()).unwrap_or_default(),
+    )?;
+    apply_resources(c, settings);
+    let current = c.security_context.clone().unwrap_or_default();
+    let privileged = current.privileged == Some(true);
+    let mut defaults = settings
+        .and_then(|s| s.security_context.clone())
+        .unwrap_or_default();
+    if !privileged {
+        defaults.allow_privilege_escalation.get_or_insert(false);
+    }
+    defaults.capabilities.get_or_insert_with(drop_all);
+    let merged = fill_missing(&current, &defaults)?;
+    if c.security_context.as_ref() != Some(&merged) {
+        c.security_context = Some(merged);
+    }
+    Ok(())
+}
+
+/// Containers the pool contributes (custom init containers, additional
+/// sidecars) get runyard's env, the workspace mounts and default requests;
+/// their security settings are the operator's.
+fn prepare_pool_container(c: &mut Container, env: &[EnvVar]) -> Result<(), InjectError> {
+    apply_env(c, env, &[]);
+    apply_mounts(c, &workspace_mounts(false), &[])?;
+    apply_resources(c, None);
+    Ok(())
+}
+
+fn hardened(settings: Option<&ContainerSettings>) -> Result<SecurityContext, InjectError> {
+    let base = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(drop_all()),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..Default::default()
+    };
+    match settings.and_then(|s| s.security_context.as_ref()) {
+        Some(pool) => fill_missing(pool, &base),
+        None => Ok(base),
+    }
+}
+
+fn runyard_container(
+    name: &str,
+    ctx: &PodContext<'_>,
+    env: &[EnvVar],
+    settings: Option<&ContainerSettings>,
+    args: &[&str],
+    mounts: Vec<VolumeMount>,
+) -> Result<Container, InjectError> {
+    let mut c = Container {
+        name: name.to_string(),
+        image: Some(launcher_image(ctx.pool).to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        command: Some(args.iter().map(|s| s.to_string()).collect()),
+        security_context: Some(hardened(settings)?),
+        ..Default::default()
+    };
+    apply_env(&mut c, env, settings.map(|s| s.env.as_slice()).unwrap_or_default());
+    if let Some(s) = settings {
+        if !s.env_from.is_empty() {
+            c.env_from = Some(s.env_from.clone());
+        }
+    }
+    apply_mounts(
+        &mut c,
+        &mounts,
+        settings.map(|s| s.volume_mounts.as_slice()).unwrap_or_default(),
+    )?;
+    apply_resources(&mut c, settings);
+    Ok(c)
+}
+
+fn init_container(ctx: &PodContext<'_>, env: &[EnvVar]) -> Result<Container, InjectError> {
+    runyard_container(
+        INIT_CONTAINER,
+        ctx,
+        env,
+        ctx.pool.pod.init_container.as_ref(),
+        &["runyard", "launcher", "init"],
+        workspace_mounts(false),
+    )
+}
+
+fn launcher_container(
+    ctx: &PodContext<'_>,
+    env: &[EnvVar],
+    workers: &[String],
+) -> Result<Container, InjectError> {
+    let mut env = env.to_vec();
+    let native = ctx.facts.sidecar_mode == SidecarMode::Native;
+    env.push(value_env(
+        "RUNYARD_SIDECAR_MODE",
+        if native { "native" } else { "container" },
+    ));
+    env.push(value_env("RUNYARD_WORKER_CONTAINERS", &workers.join(",")));
+    env.push(value_env("RUNYARD_PODINFO", PODINFO_PATH));
+    let mut mounts = vec![mount(WORKSPACE_VOLUME, WORKSPACE_PATH, None, false)];
+    mounts.push(mount(PODINFO_VOLUME, PODINFO_PATH, None, true));
+    let mut c = runyard_container(
+        LAUNCHER_CONTAINER,
+        ctx,
+        &env,
+        ctx.pool.pod.launcher_container.as_ref(),
+        &["runyard", "launcher", "serve"],
+        mounts,
+    )?;
+    if native {
+        c.restart_policy = Some("Always".to_string());
+    }
+    Ok(c)
+}
+
+fn inject_pod_fields(meta: &mut ObjectMeta, spec: &mut PodSpec, ctx: &PodContext<'_>) -> Result<(), InjectError> {
+    let pool_pod = &ctx.pool.pod;
+
+    // Pod security context: the run's values, then the pool's, then runyard's defaults.
+    let defaults = PodSecurityContext {
+        run_as_user: Some(RUNYARD_UID),
+        run_as_group: Some(RUNYARD_UID),
+        fs_group: Some(RUNYARD_UID),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let defaults = match &pool_pod.security_context {
+        Some(pool) => fill_missing(pool, &defaults)?,
+        None => defaults,
+    };
+    let current = spec.security_context.clone().unwrap_or_default();
+    let merged = fill_missing(&current, &defaults)?;
+    if spec.security_context.as_ref() != Some(&merged) {
+        spec.security_context = Some(merged);
+    }
+
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    for (k, v) in &pool_pod.labels {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    labels
+        .entry(LABEL_POOL.to_string())
+        .or_insert_with(|| ctx.pool_name.to_string());
+    let annotations = meta.annotations.get_or_insert_with(Default::default);
+    for (k, v) in &pool_pod.annotations {
+        annotations.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    annotations
+        .entry(ANNOTATION_INJECTED.to_string())
+        .or_insert_with(|| "true".to_string());
+
+    if !pool_pod.node_selector.is_empty() {
+        let selector = spec.node_selector.get_or_insert_with(Default::default);
+        for (k, v) in &pool_pod.node_selector {
+            selector.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if spec.affinity.is_none() {
+        spec.affinity.clone_from(&pool_pod.affinity);
+    }
+    if !pool_pod.tolerations.is_empty() {
+        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+        for t in &pool_pod.tolerations {
+            if !tolerations.contains(t) {
+                tolerations.push(t.clone());
+            }
+        }
+    }
+    if let Some(sa) = &pool_pod.service_account_name {
+        let unset = spec
+            .service_account_name
+            .as_deref()
+            .is_none_or(|s| s.is_empty() || s == "default");
+        if unset && spec.service_account_name.as_ref() != Some(sa) {
+            spec.service_account_name = Some(sa.clone());
+            if spec.service_account.is_some() {
+                spec.service_account = Some(sa.clone());
+            }
+        }
+    }
+    if spec.automount_service_account_token.is_none() {
+        spec.automount_service_account_token = pool_pod.automount_service_account_token;
+    }
+    if !pool_pod.image_pull_secrets.is_empty() {
+        let secrets = spec.image_pull_secrets.get_or_insert_with(Vec::new);
+        for s in &pool_pod.image_pull_secrets {
+            if !secrets.contains(s) {
+                secrets.push(s.clone());
+            }
+        }
+    }
+    let deadline = pool_pod
+        .active_deadline_seconds
+        .unwrap_or(DEFAULT_ACTIVE_DEADLINE_SECONDS);
+    let capped = spec
+        .active_deadline_seconds
+        .map_or(deadline, |d| d.min(deadline));
+    spec.active_deadline_seconds = Some(capped);
+    if let Some(grace) = pool_pod.termination_grace_period_seconds {
+        spec.termination_grace_period_seconds = Some(grace);
+    }
+    if ctx.gate {
+        let gates = spec.scheduling_gates.get_or_insert_with(Vec::new);
+        if !gates.iter().any(|g| g.name == SCHEDULING_GATE) {
+            gates.push(PodSchedulingGate {
+                name: SCHEDULING_GATE.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

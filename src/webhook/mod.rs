@@ -1,0 +1,470 @@
+//! The HTTPS mutating admission webhook (axum on hyper, rustls).
+//!
+//! Routes: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! The handler only reads the body and wraps [`review::handle`]; all decisions
+//! are made by the injection engine.
+
+pub mod metrics;
+pub mod review;
+pub mod tls;
+
+use crate::injection::{Injector, PoolSource};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+/// Largest AdmissionReview body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Deadline when the API server sends no `?timeout=` (its own maximum is 30 s).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Resource limits of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Reviews handled at once; further requests get 429 immediately.
+    pub max_in_flight: usize,
+    /// Open connections; further connections are closed at once.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a client to send request headers.
+    pub header_read_timeout: Duration,
+    /// Time allowed for in-flight requests to finish on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Where and how the webhook serves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener for `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes.
+    pub cert_reload_interval: Duration,
+    pub limits: Limits,
+}
+
+struct Inner {
+    injector: Injector,
+    pools: Arc<dyn PoolSource>,
+    metrics: Arc<Metrics>,
+    in_flight: Semaphore,
+    ready: Arc<AtomicBool>,
+    draining: AtomicBool,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(
+        injector: Injector,
+        pools: Arc<dyn PoolSource>,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        max_in_flight: usize,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            injector,
+            pools,
+            metrics,
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+            ready,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+/// The HTTPS router.
+pub fn router(state: AppState) -> Router {
+    probes_router(state.clone()).merge(
+        Router::new()
+            .route("/mutate", post(mutate))
+            .with_state(state),
+    )
+}
+
+/// Probes and metrics only (the plain-HTTP listener).
+pub fn probes_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.0.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else if !state.0.ready.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "pool cache not synced").into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.0.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The API server's `?timeout=5s`.
+fn deadline(uri: &Uri) -> Duration {
+    uri.query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(|v| crate::duration::parse(v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_DEADLINE)
+}
+
+fn text(status: StatusCode, message: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+async fn mutate(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let inner = &state.0;
+    let Ok(_permit) = inner.in_flight.try_acquire() else {
+        inner.metrics.reject("overloaded");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "runyard webhook is at its concurrency limit; retry",
+        )
+            .into_response();
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        inner.metrics.reject("too_large");
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    let deadline = deadline(&uri);
+    let bytes = match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Err(_) => {
+            inner.metrics.reject("deadline");
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("request body not received within the {deadline:?} deadline"),
+            );
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            inner.metrics.reject("too_large");
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
+            );
+        }
+        Ok(Err(e)) => {
+            inner.metrics.reject("bad_request");
+            return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    let start = Instant::now();
+    inner.metrics.in_flight.inc();
+    let result = review::handle(&bytes, &inner.injector, inner.pools.as_ref());
+    inner.metrics.in_flight.dec();
+    match result {
+        Ok(handled) => {
+            let kind = handled.kind.label();
+            inner
+                .metrics
+                .review_duration
+                .get_or_create(&metrics::ReviewLabels { kind })
+                .observe(start.elapsed().as_secs_f64());
+            let reason = match handled.decision {
+                review::Decision::Denied(reason) => reason,
+                _ => "",
+            };
+            inner
+                .metrics
+                .decisions
+                .get_or_create(&metrics::DecisionLabels {
+                    kind,
+                    decision: handled.decision.label(),
+                    reason,
+                })
+                .inc();
+            match &handled.message {
+                Some(message) => info!(uid = %handled.uid, kind, dry_run = handled.dry_run, reason, %message, "denied"),
+                None => debug!(uid = %handled.uid, kind, dry_run = handled.dry_run, decision = handled.decision.label(), "reviewed"),
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                handled.body,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            inner.metrics.reject("bad_request");
+            warn!(error = %e, "unreadable AdmissionReview");
+            text(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+/// A running webhook server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: AppState,
+    pub certs: Arc<tls::CertStore>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, marks `/readyz` unready, lets in-flight reviews finish
+    /// and closes idle keep-alive connections.
+    pub fn shutdown(&self) {
+        self.state.0.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until every listener has drained.
+    pub async fn wait(self) -> Result<(), WebhookError> {
+        for task in self.tasks {
+            task.await?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(options: Options, state: AppState) -> Result<Running, WebhookError> {
+    tls::install_crypto_provider();
+    let certs = Arc::new(tls::CertStore::load(&options.tls_cert, &options.tls_key)?);
+    let config = Arc::new(tls::server_config(certs.clone())?);
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| WebhookError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| WebhookError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let metrics = state.0.metrics.clone();
+
+    tasks.push(tokio::spawn(serve(
+        listener,
+        Some(TlsAcceptor::from(config)),
+        router(state.clone()),
+        options.limits.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
+
+    let mut metrics_addr = None;
+    if let Some(listen) = options.metrics_listen {
+        let l = TcpListener::bind(listen)
+            .await
+            .map_err(|source| WebhookError::Bind { addr: listen, source })?;
+        metrics_addr = l.local_addr().ok();
+        tasks.push(tokio::spawn(serve(
+            l,
+            None,
+            probes_router(state.clone()),
+            options.limits.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+
+    let reload_store = certs.clone();
+    let interval = options.cert_reload_interval.max(Duration::from_millis(10));
+    let mut reload_shutdown = shutdown_rx;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = reload_shutdown.changed() => return,
+            }
+            match reload_store.reload_if_changed() {
+                Ok(true) => {
+                    metrics.cert_reloads.inc();
+                    info!("serving certificate reloaded");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    metrics.cert_reload_errors.inc();
+                    warn!(error = %e, "certificate reload failed; still serving the previous certificate");
+                }
+            }
+        }
+    });
+
+    info!(%addr, metrics = ?metrics_addr, "webhook listening");
+    Ok(Running {
+        addr,
+        metrics_addr,
+        state,
+        certs,
+        shutdown,
+        tasks,
+    })
+}
+
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(connection_builder(&limits));
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.reject("connection_limit");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        let handshake_timeout = limits.handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_io(&builder, stream, service, watcher, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_io(&builder, stream, service, watcher, peer).await,
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after the shutdown timeout; closing them");
+    }
+}
+
+/// Resolves once shutdown is requested (or the sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn serve_io<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: TowerToHyperService<Router>,
+    watcher: Watcher,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,281 @@
+//! AdmissionReview v1 in, AdmissionReview v1 out.
+//!
+//! The request is parsed once: the envelope into small structs and the object
+//! straight from its raw JSON into the typed Job or Pod. Business outcomes
+//! (denials, invalid objects) are answered with HTTP 200 and `allowed: false`;
+//! only a body that is not a readable AdmissionReview v1 is a [`ReviewError`]
+//! (HTTP 400).
+
+use crate::injection::{Injector, Outcome, PoolSource};
+use base64::Engine as _;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The only AdmissionReview version runyard speaks.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Why a body cannot be answered with an AdmissionReview (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("malformed JSON: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("expected kind AdmissionReview, got {0:?}")]
+    WrongKind(String),
+    #[error("unsupported apiVersion {0:?}: runyard needs admission.k8s.io/v1 (set admissionReviewVersions: [v1])")]
+    UnsupportedVersion(String),
+    #[error("the AdmissionReview has no request")]
+    MissingRequest,
+    #[error("the AdmissionReview request has no uid")]
+    MissingUid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    kind: Option<Gvk>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    code: u16,
+    message: &'a str,
+    reason: &'static str,
+}
+
+/// What the webhook decided; also the `decision` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A run, mutated.
+    Patched,
+    /// A run needing no change.
+    Unchanged,
+    /// Not a run, or a kind/operation runyard does not mutate.
+    Ignored,
+    /// A run refused with a message; `reason` is the stable error label.
+    Denied(&'static str),
+}
+
+impl Decision {
+    /// Stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Patched => "patched",
+            Self::Unchanged => "unchanged",
+            Self::Ignored => "ignored",
+            Self::Denied(_) => "denied",
+        }
+    }
+}
+
+/// Kind of object reviewed (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewKind {
+    Job,
+    Pod,
+    Other,
+}
+
+impl ReviewKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Job => "Job",
+            Self::Pod => "Pod",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A handled review: the response body and what was decided.
+#[derive(Debug)]
+pub struct Handled {
+    pub body: Vec<u8>,
+    pub uid: String,
+    pub kind: ReviewKind,
+    pub decision: Decision,
+    /// The denial message, for logs.
+    pub message: Option<String>,
+    pub dry_run: bool,
+}
+
+/// Handles one AdmissionReview body.
+pub fn handle(body: &[u8], injector: &Injector, pools: &dyn PoolSource) -> Result<Handled, ReviewError> {
+    let review: ReviewIn<'_> = serde_json::from_slice(body)?;
+    match review.kind.as_deref() {
+        Some("AdmissionReview") => {}
+        other => return Err(ReviewError::WrongKind(other.unwrap_or_default().to_string())),
+    }
+    match review.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        other => {
+            return Err(ReviewError::UnsupportedVersion(
+                other.unwrap_or_default().to_string(),
+            ))
+        }
+    }
+    let request = review.request.ok_or(ReviewError::MissingRequest)?;
+    let uid = request
+        .uid
+        .filter(|u| !u.is_empty())
+        .ok_or(ReviewError::MissingUid)?;
+    let gvk = request.kind.unwrap_or_default();
+    let kind = match (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()) {
+        ("batch", "v1", "Job") => ReviewKind::Job,
+        ("", "v1", "Pod") => ReviewKind::Pod,
+        _ => ReviewKind::Other,
+    };
+    let operation = request.operation.as_deref().unwrap_or_default();
+    let dry_run = request.dry_run.unwrap_or(false);
+    let applies = kind != ReviewKind::Other
+        && operation == "CREATE"
+        && request.sub_resource.as_deref().is_none_or(str::is_empty);
+
+    let decided = if !applies {
+        Ok(None)
+    } else {
+        decide(kind, request.object, request.namespace.as_deref(), injector, pools)
+    };
+    let (decision, patch, message) = match decided {
+        Ok(None) if applies => (Decision::Unchanged, None, None),
+        Ok(None) => (Decision::Ignored, None, None),
+        Ok(Some(Decided::NotARun)) => (Decision::Ignored, None, None),
+        Ok(Some(Decided::Patch(p))) => (Decision::Patched, Some(p), None),
+        Err((reason, msg)) => (Decision::Denied(reason), None, Some(msg)),
+    };
+    let response = ReviewOut {
+        api_version: API_VERSION,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: &uid,
+            allowed: !matches!(decision, Decision::Denied(_)),
+            status: message.as_deref().map(|m| StatusOut {
+                code: 403,
+                message: m,
+                reason: "Forbidden",
+            }),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+        },
+    };
+    let body = serde_json::to_vec(&response)?;
+    Ok(Handled {
+        body,
+        uid,
+        kind,
+        decision,
+        message,
+        dry_run,
+    })
+}
+
+enum Decided {
+    NotARun,
+    Patch(Vec<u8>),
+}
+
+type Denial = (&'static str, String);
+
+fn decide(
+    kind: ReviewKind,
+    object: Option<&RawValue>,
+    namespace: Option<&str>,
+    injector: &Injector,
+    pools: &dyn PoolSource,
+) -> Result<Option<Decided>, Denial> {
+    let object = object.ok_or(("invalid", "runyard: request.object is missing".to_string()))?;
+    let patch = match kind {
+        ReviewKind::Job => {
+            let job: Job = parse_object(object, "Job")?;
+            let ns = namespace_of(namespace, job.metadata.namespace.as_deref())?;
+            outcome_patch(injector.mutate_job(&job, ns, pools))?
+        }
+        ReviewKind::Pod => {
+            let pod: Pod = parse_object(object, "Pod")?;
+            let ns = namespace_of(namespace, pod.metadata.namespace.as_deref())?;
+            outcome_patch(injector.mutate_pod(&pod, ns, pools))?
+        }
+        ReviewKind::Other => return Ok(None),
+    };
+    Ok(patch)
+}
+
+fn parse_object<T: serde::de::DeserializeOwned>(raw: &RawValue, kind: &str) -> Result<T, Denial> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| ("invalid", format!("runyard: request.object is not a valid {kind}: {e}")))
+}
+
+fn namespace_of<'a>(request: Option<&'a str>, object: Option<&'a str>) -> Result<&'a str, Denial> {
+    request
+        .filter(|n| !n.is_empty())
+        .or(object.filter(|n| !n.is_empty()))
+        .ok_or(("invalid", "runyard: the request has no namespace".to_string()))
+}
+
+fn outcome_patch<T>(
+    outcome: Result<Outcome<T>, crate::injection::InjectError>,
+) -> Result<Option<Decided>, Denial> {
+    match outcome {
+        Ok(Outcome::NotARun) => Ok(Some(Decided::NotARun)),
+        Ok(Outcome::Unchanged) => Ok(None),
+        Ok(Outcome::Mutated { patch, .. }) => serde_json::to_vec(&patch)
+            .map(|p| Some(Decided::Patch(p)))
+            .map_err(|e| ("invalid", format!("runyard: serialising the patch: {e}"))),
+        Err(e) => Err((e.reason(), e.to_string())),
+    }
+}
