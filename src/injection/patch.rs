@@ -53,16 +53,23 @@ fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchO
                 path.pop_back();
             }
         }
-        (Value::Array(o), Value::Array(n)) => match insertions(o, n) {
-            Some(inserted) => {
-                // Ascending indices into the *new* array: applying them in order
-                // reproduces `n`, because every earlier index is already final.
-                for i in inserted {
+        (Value::Array(o), Value::Array(n)) => match align(o, n) {
+            Some(alignment) => {
+                // First the insertions, at ascending indices into the *new*
+                // array: applying them in order reproduces its shape, because
+                // every earlier index is already final. Then the changes inside
+                // surviving elements, addressed by their new index.
+                for &i in &alignment.inserted {
                     path.push_back(i);
                     ops.push(PatchOperation::Add(AddOperation {
                         path: path.clone(),
                         value: n[i].clone(),
                     }));
+                    path.pop_back();
+                }
+                for (oi, ni) in alignment.matched {
+                    path.push_back(ni);
+                    diff_at(path, &o[oi], &n[ni], ops);
                     path.pop_back();
                 }
             }
@@ -78,22 +85,43 @@ fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchO
     }
 }
 
-/// When `old` is `new` with some elements removed (order kept), the indices of
-/// `new` that were inserted. Greedy matching is exact for this question.
-fn insertions(old: &[Value], new: &[Value]) -> Option<Vec<usize>> {
+struct Alignment {
+    /// Indices of `new` that have no counterpart in `old`.
+    inserted: Vec<usize>,
+    /// (old index, new index) of surviving elements.
+    matched: Vec<(usize, usize)>,
+}
+
+/// Kubernetes list-map identity: objects with a `name` (containers, volumes,
+/// env vars, mounts...) are the same element when their names are equal;
+/// anything else only when equal.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.get("name").and_then(Value::as_str), b.get("name").and_then(Value::as_str)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// When every element of `old` survives in `new`, in order (elements were only
+/// inserted, and possibly modified), the alignment of the two.
+fn align(old: &[Value], new: &[Value]) -> Option<Alignment> {
     if new.len() < old.len() {
         return None;
     }
-    let mut inserted = Vec::with_capacity(new.len() - old.len());
-    let mut next_old = old.iter().peekable();
+    let mut alignment = Alignment {
+        inserted: Vec::with_capacity(new.len() - old.len()),
+        matched: Vec::with_capacity(old.len()),
+    };
+    let mut next_old = 0;
     for (i, value) in new.iter().enumerate() {
-        if next_old.peek() == Some(&value) {
-            next_old.next();
+        if next_old < old.len() && same(&old[next_old], value) {
+            alignment.matched.push((next_old, i));
+            next_old += 1;
         } else {
-            inserted.push(i);
+            alignment.inserted.push(i);
         }
     }
-    next_old.peek().is_none().then_some(inserted)
+    (next_old == old.len()).then_some(alignment)
 }
 
 #[cfg(test)]
@@ -117,6 +145,16 @@ mod tests {
         );
         assert_eq!(p.0.len(), 1);
         assert_eq!(p.0[0].path().to_string(), "/a/0");
+    }
+
+    #[test]
+    fn shifted_and_modified_named_elements_are_patched_in_place() {
+        let p = roundtrip(
+            json!({"c": [{"name": "user", "env": [1]}]}),
+            json!({"c": [{"name": "ours"}, {"name": "user", "env": [1, 2]}]}),
+        );
+        let paths: Vec<String> = p.0.iter().map(|o| o.path().to_string()).collect();
+        assert_eq!(paths, ["/c/0", "/c/1/env/1"]);
     }
 
     #[test]

@@ -1,0 +1,841 @@
+use super::pod::PODINFO_VOLUME;
+use super::*;
+use crate::crd::{ContainerSettings, WorkerPoolSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, PodSpec, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const RUN_ID: &str = "01jtest00000000000000000000";
+
+fn injector() -> Injector {
+    Injector::with_run_ids(ClusterFacts::default(), || RUN_ID.to_string())
+}
+
+fn container_injector() -> Injector {
+    Injector::with_run_ids(
+        ClusterFacts {
+            sidecar_mode: SidecarMode::Container,
+        },
+        || RUN_ID.to_string(),
+    )
+}
+
+fn pool(name: &str, spec: WorkerPoolSpec) -> StaticPools {
+    let mut p = WorkerPool::new(name, spec);
+    p.metadata.namespace = Some("ci".into());
+    StaticPools::new(vec![p])
+}
+
+fn builders() -> StaticPools {
+    pool("builders", WorkerPoolSpec::default())
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/admission-review/v1.36/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn fixture_object(name: &str) -> Value {
+    fixture(name)["request"]["object"].clone()
+}
+
+fn run_pod(containers: Vec<Container>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("p".into()),
+            labels: Some(BTreeMap::from([(LABEL_POOL.into(), "builders".into())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn worker(name: &str, image: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        ..Default::default()
+    }
+}
+
+fn mutated_pod(outcome: Result<Outcome<Pod>, InjectError>) -> Pod {
+    match outcome.expect("allowed") {
+        Outcome::Mutated { object, .. } => *object,
+        other => panic!("expected a mutation, got {other:?}"),
+    }
+}
+
+fn mutated_job(outcome: Result<Outcome<Job>, InjectError>) -> Job {
+    match outcome.expect("allowed") {
+        Outcome::Mutated { object, .. } => *object,
+        other => panic!("expected a mutation, got {other:?}"),
+    }
+}
+
+/// Applies `patch` to the raw object and checks it gives the engine's object.
+fn assert_patch_reproduces<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+    raw: &Value,
+    patch: &Patch,
+    object: &T,
+) {
+    let mut applied = raw.clone();
+    json_patch::patch(&mut applied, patch).expect("patch applies to the raw object");
+    let typed: T = serde_json::from_value(applied).expect("patched object deserialises");
+    assert_eq!(&typed, object);
+}
+
+fn spec(pod: &Pod) -> &PodSpec {
+    pod.spec.as_ref().expect("spec")
+}
+
+fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    c.env.iter().flatten().find(|e| e.name == name)
+}
+
+#[test]
+fn every_v1_36_create_fixture_patches_cleanly_and_converges() {
+    for name in [
+        "00-job-create-build-42.json",
+        "06-job-create-tf-plan-1234.json",
+    ] {
+        let raw = fixture_object(name);
+        let job: Job = serde_json::from_value(raw.clone()).expect("Job");
+        let pools = StaticPools::default_pool();
+        match injector().mutate_job(&job, "ci", &pools).expect(name) {
+            Outcome::Mutated { object, patch } => {
+                assert_patch_reproduces(&raw, &patch, &*object);
+                assert_eq!(
+                    injector().mutate_job(&object, "ci", &pools),
+                    Ok(Outcome::Unchanged),
+                    "{name}: second pass"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    for name in [
+        "02-pod-create-build-42.json",
+        "03-pod-create-bare-run.json",
+        "04-pod-create-dry.json",
+        "05-pod-create-with-sidecar.json",
+    ] {
+        let raw = fixture_object(name);
+        let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
+        match injector().mutate_pod(&pod, "ci", &builders()).expect(name) {
+            Outcome::Mutated { object, patch } => {
+                assert_patch_reproduces(&raw, &patch, &*object);
+                assert_eq!(
+                    injector().mutate_pod(&object, "ci", &builders()),
+                    Ok(Outcome::Unchanged)
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn job_is_queued_stamped_and_its_template_injected() {
+    let raw = fixture_object("06-job-create-tf-plan-1234.json");
+    let job: Job = serde_json::from_value(raw).expect("Job");
+    let pools = pool("terraform", WorkerPoolSpec::default());
+    let new = mutated_job(injector().mutate_job(&job, "ci", &pools));
+    let spec = new.spec.as_ref().expect("spec");
+    assert_eq!(spec.suspend, Some(true));
+    assert_eq!(label(&new.metadata, LABEL_RUN_ID), Some(RUN_ID));
+    let tmeta = spec.template.metadata.as_ref().expect("template metadata");
+    assert_eq!(label(tmeta, LABEL_POOL), Some("terraform"), "pool label reaches the pods");
+    assert_eq!(label(tmeta, LABEL_RUN_ID), Some(RUN_ID));
+    assert_eq!(label(tmeta, "app"), Some("tf"), "user labels kept");
+    assert!(is_injected(tmeta));
+    let pspec = spec.template.spec.as_ref().expect("pod spec");
+    let inits: Vec<_> = pspec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(inits, ["init", "launcher", "fetch-secrets"]);
+    assert!(pspec.scheduling_gates.is_none(), "Job pods are queued by suspend, not gates");
+}
+
+#[test]
+fn claimed_job_is_not_suspended() {
+    let raw = fixture_object("00-job-create-build-42.json");
+    let mut job: Job = serde_json::from_value(raw).expect("Job");
+    let spec = job.spec.as_mut().expect("spec");
+    spec.suspend = Some(false);
+    job.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_WORKER.into(), "builders-01".into());
+    let new = mutated_job(injector().mutate_job(&job, "ci", &builders()));
+    assert_eq!(new.spec.expect("spec").suspend, Some(false));
+}
+
+#[test]
+fn template_pool_label_must_match() {
+    let raw = fixture_object("00-job-create-build-42.json");
+    let mut job: Job = serde_json::from_value(raw).expect("Job");
+    let tmeta = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+        .expect("template metadata");
+    tmeta
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_POOL.into(), "other".into());
+    let err = injector().mutate_job(&job, "ci", &builders()).expect_err("mismatch");
+    assert!(matches!(err, InjectError::PoolLabelMismatch { .. }));
+}
+
+#[test]
+fn pods_from_an_injected_template_pass_through() {
+    let raw = fixture_object("00-job-create-build-42.json");
+    let job: Job = serde_json::from_value(raw).expect("Job");
+    let new = mutated_job(injector().mutate_job(&job, "ci", &builders()));
+    let template = new.spec.expect("spec").template;
+    let mut pod = Pod {
+        metadata: template.metadata.expect("metadata"),
+        spec: template.spec,
+        ..Default::default()
+    };
+    pod.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: "build-42".into(),
+        uid: "u".into(),
+        controller: Some(true),
+        ..Default::default()
+    }]);
+    assert_eq!(
+        injector().mutate_pod(&pod, "ci", &builders()),
+        Ok(Outcome::Unchanged)
+    );
+}
+
+#[test]
+fn injected_annotation_does_not_bypass_the_image_policy() {
+    let mut pod = run_pod(vec![worker("w", "evil.example/x:1")]);
+    pod.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_INJECTED.into(), "true".into())]));
+    let pools = pool(
+        "builders",
+        WorkerPoolSpec {
+            allowed_runner_image_hosts: vec!["ghcr.io".into()],
+            ..Default::default()
+        },
+    );
+    let err = injector().mutate_pod(&pod, "ci", &pools).expect_err("denied");
+    assert!(matches!(err, InjectError::ImageHostNotAllowed { .. }), "{err}");
+}
+
+#[test]
+fn bare_pod_is_gated_and_job_pod_is_not() {
+    let raw = fixture_object("03-pod-create-bare-run.json");
+    let pod: Pod = serde_json::from_value(raw).expect("Pod");
+    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
+    let gates: Vec<_> = spec(&new).scheduling_gates.iter().flatten().map(|g| g.name.as_str()).collect();
+    assert_eq!(gates, [SCHEDULING_GATE]);
+
+    let raw = fixture_object("02-pod-create-build-42.json");
+    let pod: Pod = serde_json::from_value(raw).expect("Pod");
+    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
+    assert!(spec(&new).scheduling_gates.is_none());
+
+    let mut claimed = run_pod(vec![worker("w", "alpine")]);
+    claimed
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(LABEL_WORKER.into(), "builders-1".into());
+    let new = mutated_pod(injector().mutate_pod(&claimed, "ci", &builders()));
+    assert!(spec(&new).scheduling_gates.is_none());
+}
+
+#[test]
+fn existing_native_sidecar_is_not_rewritten() {
+    let raw = fixture_object("05-pod-create-with-sidecar.json");
+    let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
+    let outcome = injector().mutate_pod(&pod, "ci", &builders()).expect("allowed");
+    let Outcome::Mutated { object, patch } = outcome else {
+        panic!("expected mutation");
+    };
+    let inits: Vec<_> = spec(&object).init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(inits, ["init", "launcher", "proxy"]);
+    // Our two containers are inserted, never a replace of the whole list.
+    let whole_list = patch
+        .0
+        .iter()
+        .filter(|op| op.path().to_string() == "/spec/initContainers")
+        .count();
+    assert_eq!(whole_list, 0, "{patch:?}");
+    let proxy = &spec(&object).init_containers.as_ref().expect("inits")[2];
+    assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(proxy.image, pod.spec.as_ref().expect("spec").init_containers.as_ref().expect("x")[0].image);
+}
+
+#[test]
+fn container_mode_puts_the_launcher_last_and_shares_the_process_namespace() {
+    let pod = run_pod(vec![worker("a", "alpine"), worker("b", "alpine")]);
+    let new = mutated_pod(container_injector().mutate_pod(&pod, "ci", &builders()));
+    let s = spec(&new);
+    let names: Vec<_> = s.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "launcher"]);
+    let launcher = &s.containers[2];
+    assert_eq!(launcher.restart_policy, None);
+    assert_eq!(
+        env_value(launcher, "RUNYARD_WORKER_CONTAINERS").and_then(|e| e.value.as_deref()),
+        Some("a,b")
+    );
+    assert_eq!(s.share_process_namespace, Some(true));
+    let inits: Vec<_> = s.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(inits, ["init"]);
+}
+
+#[test]
+fn run_environment_is_complete() {
+    let pod = run_pod(vec![worker("w", "alpine")]);
+    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
+    let s = spec(&new);
+    let sc = s.security_context.as_ref().expect("pod security context");
+    assert_eq!(sc.run_as_user, Some(RUNYARD_UID));
+    assert_eq!(sc.run_as_group, Some(RUNYARD_UID));
+    assert_eq!(sc.fs_group, Some(RUNYARD_UID));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+    let volumes: Vec<_> = s.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    assert_eq!(volumes, [WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME]);
+    assert_eq!(s.active_deadline_seconds, Some(4200));
+
+    let w = &s.containers[0];
+    assert_eq!(env_value(w, "RUNYARD_RUN_ID").and_then(|e| e.value.as_deref()), Some(RUN_ID));
+    assert_eq!(env_value(w, "RUNYARD_POOL").and_then(|e| e.value.as_deref()), Some("builders"));
+    let worker_ref = env_value(w, "RUNYARD_WORKER")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(worker_ref, Some("metadata.labels['runyard.dev/worker']"));
+    let path = env_value(w, "PATH").and_then(|e| e.value.as_deref()).expect("PATH");
+    assert!(path.starts_with("/opt/runyard/binaries:"), "{path}");
+    let mounts: Vec<_> = w.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    assert!(mounts.contains(&WORKSPACE_PATH) && mounts.contains(&BINARIES_CACHE_PATH));
+    let req = w.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
+    assert_eq!(req.get("cpu"), Some(&Quantity("500m".into())));
+    assert_eq!(req.get("memory"), Some(&Quantity("200Mi".into())));
+    let wsc = w.security_context.as_ref().expect("worker security context");
+    assert_eq!(wsc.allow_privilege_escalation, Some(false));
+
+    for c in s.init_containers.iter().flatten() {
+        let sc = c.security_context.as_ref().expect("injected security context");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(drop, Some(vec!["ALL".to_string()]));
+        assert!(sc.privileged.is_none());
+    }
+    assert!(is_injected(&new.metadata));
+}
+
+#[test]
+fn pool_settings_apply_and_run_values_win() {
+    let spec_yaml = r#"
+allowedRunnerImageHosts: ["ghcr.io", "docker.io"]
+pod:
+  activeDeadlineSeconds: 600
+  terminationGracePeriodSeconds: 90
+  serviceAccountName: runner
+  automountServiceAccountToken: false
+  securityContext: {runAsUser: 1000680000}
+  nodeSelector: {pool: ci, zone: a}
+  tolerations: [{key: ci, operator: Exists}]
+  labels: {team: platform, app: pool-default}
+  annotations: {cost-center: "42"}
+  customBinariesPath: /opt/tools/bin
+  imagePullSecrets: [{name: regcred}]
+  launcherImage: registry.local/runyard:dev
+  customInitContainers: [{name: setup, image: registry.local/setup:1}]
+  additionalSidecarContainers: [{name: dind, image: registry.local/dind:1}]
+  volumes: [{name: cache, emptyDir: {}}]
+  workspaceVolume: {name: ignored, emptyDir: {medium: Memory}}
+  workerContainer:
+    resources: {requests: {cpu: "2", memory: 4Gi}}
+    env: [{name: HTTP_PROXY, value: http://proxy}, {name: MODE, value: pool}]
+    volumeMounts: [{name: cache, mountPath: /cache}]
+"#;
+    let pool_spec: WorkerPoolSpec = serde_norway::from_str(spec_yaml).expect("pool spec");
+    let pools = pool("builders", pool_spec);
+    let mut pod = run_pod(vec![worker("w", "ghcr.io/acme/x:1")]);
+    pod.metadata.labels.as_mut().expect("labels").insert("app".into(), "mine".into());
+    let s = pod.spec.as_mut().expect("spec");
+    s.active_deadline_seconds = Some(300);
+    s.service_account_name = Some("default".into());
+    s.node_selector = Some(BTreeMap::from([("zone".into(), "b".into())]));
+    s.containers[0].env = Some(vec![EnvVar {
+        name: "MODE".into(),
+        value: Some("run".into()),
+        ..Default::default()
+    }]);
+    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pools));
+    let s = spec(&new);
+    assert_eq!(s.active_deadline_seconds, Some(300), "shorter run deadline kept");
+    assert_eq!(s.termination_grace_period_seconds, Some(90));
+    assert_eq!(s.service_account_name.as_deref(), Some("runner"));
+    assert_eq!(s.automount_service_account_token, Some(false));
+    assert_eq!(s.security_context.as_ref().and_then(|c| c.run_as_user), Some(1000680000));
+    assert_eq!(s.security_context.as_ref().and_then(|c| c.fs_group), Some(RUNYARD_UID));
+    let ns = s.node_selector.as_ref().expect("node selector");
+    assert_eq!(ns.get("zone").map(String::as_str), Some("b"), "run wins");
+    assert_eq!(ns.get("pool").map(String::as_str), Some("ci"));
+    assert_eq!(s.tolerations.as_ref().map(Vec::len), Some(1));
+    assert_eq!(label(&new.metadata, "team"), Some("platform"));
+    assert_eq!(label(&new.metadata, "app"), Some("mine"));
+    assert_eq!(s.image_pull_secrets.as_ref().map(Vec::len), Some(1));
+    let inits: Vec<_> = s.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(inits, ["setup", "init", "launcher"]);
+    assert_eq!(
+        s.init_containers.as_ref().expect("inits")[1].image.as_deref(),
+        Some("registry.local/runyard:dev")
+    );
+    let names: Vec<_> = s.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["w", "dind"]);
+    let ws = s.volumes.iter().flatten().find(|v| v.name == WORKSPACE_VOLUME).expect("workspace");
+    assert_eq!(ws.empty_dir.as_ref().and_then(|e| e.medium.as_deref()), Some("Memory"));
+    let w = &s.containers[0];
+    assert_eq!(env_value(w, "MODE").and_then(|e| e.value.as_deref()), Some("run"));
+    assert_eq!(env_value(w, "HTTP_PROXY").and_then(|e| e.value.as_deref()), Some("http://proxy"));
+    let path = env_value(w, "PATH").and_then(|e| e.value.as_deref()).expect("PATH");
+    assert!(path.starts_with("/opt/tools/bin:/opt/runyard/binaries:"), "{path}");
+    let req = w.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
+    assert_eq!(req.get("cpu"), Some(&Quantity("2".into())));
+    assert!(w.volume_mounts.iter().flatten().any(|m| m.mount_path == "/cache"));
+}
+
+#[test]
+fn resources_respect_what_the_run_set() {
+    let mut c = worker("w", "alpine");
+    c.resources = Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([("cpu".into(), Quantity("100m".into()))])),
+        requests: Some(BTreeMap::from([("memory".into(), Quantity("1Gi".into()))])),
+        ..Default::default()
+    });
+    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
+    let r = spec(&new).containers[0].resources.clone().expect("resources");
+    let requests = r.requests.expect("requests");
+    assert_eq!(requests.get("memory"), Some(&Quantity("1Gi".into())), "kept");
+    assert!(!requests.contains_key("cpu"), "a cpu limit alone: Kubernetes copies it");
+}
+
+#[test]
+fn existing_path_is_prepended_once() {
+    let mut c = worker("w", "alpine");
+    c.env = Some(vec![EnvVar {
+        name: "PATH".into(),
+        value: Some("/custom/bin:/usr/bin".into()),
+        ..Default::default()
+    }]);
+    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
+    let path = env_value(&spec(&new).containers[0], "PATH")
+        .and_then(|e| e.value.clone())
+        .expect("PATH");
+    assert_eq!(path, "/opt/runyard/binaries:/custom/bin:/usr/bin");
+}
+
+#[test]
+fn collisions_are_denied_not_overwritten() {
+    let err = injector()
+        .mutate_pod(&run_pod(vec![worker("launcher", "alpine")]), "ci", &builders())
+        .expect_err("container collision");
+    assert!(matches!(err, InjectError::NameCollision { kind: "container", .. }), "{err}");
+
+    let mut pod = run_pod(vec![worker("w", "alpine")]);
+    pod.spec.as_mut().expect("spec").volumes = Some(vec![Volume {
+        name: "workspace".into(),
+        ..Default::default()
+    }]);
+    let err = injector().mutate_pod(&pod, "ci", &builders()).expect_err("volume collision");
+    assert!(matches!(err, InjectError::NameCollision { kind: "volume", .. }), "{err}");
+    assert!(err.to_string().contains("rename it"));
+
+    let mut c = worker("w", "alpine");
+    c.volume_mounts = Some(vec![VolumeMount {
+        name: "data".into(),
+        mount_path: WORKSPACE_PATH.into(),
+        ..Default::default()
+    }]);
+    let err = injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()).expect_err("mount collision");
+    assert!(matches!(err, InjectError::MountCollision { .. }), "{err}");
+}
+
+#[test]
+fn pool_must_exist_in_the_namespace() {
+    let pod = run_pod(vec![worker("w", "alpine")]);
+    let err = injector().mutate_pod(&pod, "other-ns", &builders()).expect_err("missing pool");
+    assert_eq!(
+        err,
+        InjectError::PoolNotFound {
+            pool: "builders".into(),
+            namespace: "other-ns".into()
+        }
+    );
+    assert!(err.to_string().contains("does not exist in namespace \"other-ns\""));
+}
+
+#[test]
+fn image_hosts_are_enforced_with_docker_hub_normalisation() {
+    let pools = pool(
+        "builders",
+        WorkerPoolSpec {
+            allowed_runner_image_hosts: vec!["ghcr.io".into()],
+            ..Default::default()
+        },
+    );
+    let err = injector()
+        .mutate_pod(&run_pod(vec![worker("w", "alpine")]), "ci", &pools)
+        .expect_err("docker hub not allowed");
+    assert!(err.to_string().contains("\"docker.io\""), "{err}");
+    assert!(injector()
+        .mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools)
+        .is_ok());
+    // The launcher image is the pool's own and never checked.
+    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
+    assert!(injector().mutate_pod(&new, "ci", &pools).is_ok());
+}
+
+#[test]
+fn privileged_runs_need_an_opt_in() {
+    let mut c = worker("w", "alpine");
+    c.security_context = Some(SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+    let pod = run_pod(vec![c]);
+    let err = injector().mutate_pod(&pod, "ci", &builders()).expect_err("privileged");
+    assert!(matches!(err, InjectError::PrivilegeNotAllowed { .. }), "{err}");
+
+    let mut host = run_pod(vec![worker("w", "alpine")]);
+    host.spec.as_mut().expect("spec").host_network = Some(true);
+    assert!(injector().mutate_pod(&host, "ci", &builders()).is_err());
+
+    let mut root = worker("w", "alpine");
+    root.security_context = Some(SecurityContext {
+        run_as_user: Some(0),
+        ..Default::default()
+    });
+    assert!(injector().mutate_pod(&run_pod(vec![root]), "ci", &builders()).is_err());
+
+    let mut spec = WorkerPoolSpec::default();
+    spec.pod.allow_privileged = true;
+    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pool("builders", spec)));
+    let sc = spec_sc(&new);
+    assert_eq!(sc.privileged, Some(true));
+    assert_eq!(
+        sc.allow_privilege_escalation, None,
+        "privileged with allowPrivilegeEscalation=false is invalid"
+    );
+}
+
+fn spec_sc(pod: &Pod) -> SecurityContext {
+    spec(pod).containers[0].security_context.clone().expect("security context")
+}
+
+#[test]
+fn user_security_values_are_kept() {
+    let mut c = worker("w", "alpine");
+    c.security_context = Some(SecurityContext {
+        run_as_user: Some(1000),
+        read_only_root_filesystem: Some(false),
+        ..Default::default()
+    });
+    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
+    let sc = spec_sc(&new);
+    assert_eq!(sc.run_as_user, Some(1000));
+    assert_eq!(sc.read_only_root_filesystem, Some(false));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+}
+
+#[test]
+fn non_runs_are_never_touched() {
+    let mut pod = run_pod(vec![worker("w", "alpine")]);
+    pod.metadata.labels = Some(BTreeMap::from([("app".into(), "x".into())]));
+    assert_eq!(injector().mutate_pod(&pod, "ci", &builders()), Ok(Outcome::NotARun));
+    let job = Job::default();
+    assert_eq!(injector().mutate_job(&job, "ci", &builders()), Ok(Outcome::NotARun));
+}
+
+#[test]
+fn cluster_versions() {
+    assert_eq!(
+        ClusterFacts::for_version("1", "29+").map(|f| f.sidecar_mode),
+        Ok(SidecarMode::Native)
+    );
+    assert_eq!(
+        ClusterFacts::for_version("1", "28").map(|f| f.sidecar_mode),
+        Ok(SidecarMode::Container)
+    );
+    let err = ClusterFacts::for_version("1", "26").expect_err("too old");
+    assert!(err.to_string().contains("1.27 or newer"), "{err}");
+    assert!(ClusterFacts::for_version("", "x").is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Property tests over generated pods.
+
+fn arb_image() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("alpine".to_string()),
+        Just("alpine:3.20".to_string()),
+        Just("ghcr.io/acme/builder:1".to_string()),
+        Just("registry.local:5000/x@sha256:0123".to_string()),
+        Just("hashicorp/terraform:1.9".to_string()),
+    ]
+}
+
+fn arb_quantity_map() -> impl Strategy<Value = Option<BTreeMap<String, Quantity>>> {
+    proptest::option::of(proptest::collection::btree_map(
+        prop_oneof![Just("cpu".to_string()), Just("memory".to_string())],
+        prop_oneof![Just(Quantity("1".into())), Just(Quantity("64Mi".into()))],
+        0..3,
+    ))
+}
+
+fn arb_container(prefix: &'static str) -> impl Strategy<Value = Container> {
+    (
+        0u8..8,
+        arb_image(),
+        proptest::collection::vec(("[A-Z]{1,3}", "[a-z]{0,4}"), 0..3),
+        arb_quantity_map(),
+        arb_quantity_map(),
+        proptest::option::of(any::<bool>()),
+        any::<bool>(),
+    )
+        .prop_map(move |(n, image, env, requests, limits, ape, native)| Container {
+            name: if n == 7 { LAUNCHER_CONTAINER.to_string() } else { format!("{prefix}{n}") },
+            image: Some(image),
+            env: (!env.is_empty()).then(|| {
+                let mut seen = std::collections::BTreeSet::new();
+                env.into_iter()
+                    .filter(|(k, _)| seen.insert(k.clone()))
+                    .map(|(name, value)| EnvVar {
+                        name,
+                        value: Some(value),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            resources: (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
+                requests,
+                limits,
+                ..Default::default()
+            }),
+            security_context: ape.map(|a| SecurityContext {
+                allow_privilege_escalation: Some(a),
+                ..Default::default()
+            }),
+            restart_policy: (native && prefix == "i").then(|| "Always".to_string()),
+            ..Default::default()
+        })
+}
+
+fn dedup_names(mut v: Vec<Container>) -> Vec<Container> {
+    let mut seen = std::collections::BTreeSet::new();
+    v.retain(|c| seen.insert(c.name.clone()));
+    v
+}
+
+fn arb_pod() -> impl Strategy<Value = Pod> {
+    (
+        proptest::collection::vec(arb_container("c"), 1..4),
+        proptest::collection::vec(arb_container("i"), 0..3),
+        proptest::option::of(prop_oneof![Just("builders"), Just("missing")]),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec("[a-z]{1,5}", 0..3),
+    )
+        .prop_map(|(containers, inits, pool, owned, claimed, volumes)| {
+            let mut labels = BTreeMap::new();
+            if let Some(p) = pool {
+                labels.insert(LABEL_POOL.to_string(), p.to_string());
+            }
+            if claimed {
+                labels.insert(LABEL_WORKER.to_string(), "w-1".to_string());
+            }
+            let mut volumes: Vec<String> = volumes;
+            volumes.sort();
+            volumes.dedup();
+            Pod {
+                metadata: ObjectMeta {
+                    generate_name: Some("run-".into()),
+                    labels: Some(labels),
+                    owner_references: owned.then(|| {
+                        vec![OwnerReference {
+                            api_version: "batch/v1".into(),
+                            kind: "Job".into(),
+                            name: "j".into(),
+                            uid: "u".into(),
+                            controller: Some(true),
+                            ..Default::default()
+                        }]
+                    }),
+                    ..Default::default()
+                },
+                spec: Some(PodSpec {
+                    containers: dedup_names(containers),
+                    init_containers: (!inits.is_empty()).then(|| dedup_names(inits)),
+                    volumes: (!volumes.is_empty()).then(|| {
+                        volumes
+                            .into_iter()
+                            .map(|name| Volume {
+                                name,
+                                ..Default::default()
+                            })
+                            .collect()
+                    }),
+                    restart_policy: Some("Never".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        })
+}
+
+fn arb_facts() -> impl Strategy<Value = Injector> {
+    any::<bool>().prop_map(|native| if native { injector() } else { container_injector() })
+}
+
+fn arb_pools() -> impl Strategy<Value = StaticPools> {
+    (any::<bool>(), any::<bool>()).prop_map(|(restrict, settings)| {
+        let mut spec = WorkerPoolSpec::default();
+        if restrict {
+            spec.allowed_runner_image_hosts = vec!["ghcr.io".into(), "docker.io".into()];
+        }
+        if settings {
+            spec.pod.worker_container = Some(ContainerSettings {
+                resources: Some(ResourceRequirements {
+                    limits: Some(BTreeMap::from([("memory".into(), Quantity("2Gi".into()))])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            spec.pod.custom_init_containers = vec![worker("setup", "registry.local/s:1")];
+            spec.pod.additional_sidecar_containers = vec![worker("side", "registry.local/d:1")];
+        }
+        pool("builders", spec)
+    })
+}
+
+proptest! {
+    #[test]
+    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools()) {
+        let raw = serde_json::to_value(&pod).expect("serialise");
+        match inj.mutate_pod(&pod, "ci", &pools) {
+            Ok(Outcome::NotARun) => prop_assert!(label(&pod.metadata, LABEL_POOL).is_none()),
+            Ok(Outcome::Unchanged) => prop_assert!(false, "a fresh run pod always changes"),
+            Ok(Outcome::Mutated { object, patch }) => {
+                // The patch applies to the original and yields the engine's object.
+                let mut applied = raw.clone();
+                json_patch::patch(&mut applied, &patch).expect("patch applies");
+                let reparsed: Pod = serde_json::from_value(applied).expect("a valid k8s Pod");
+                prop_assert_eq!(&reparsed, &*object);
+                // A second pass changes nothing, through the webhook path...
+                prop_assert_eq!(inj.mutate_pod(&object, "ci", &pools), Ok(Outcome::Unchanged));
+                // ...and through the engine itself, without the annotation shortcut.
+                let mut meta = object.metadata.clone();
+                let mut spec = object.spec.clone().expect("spec");
+                let pool = pools.pool("ci", "builders").expect("pool");
+                let run_id = label(&meta, LABEL_RUN_ID).expect("run id").to_string();
+                let gate = spec.scheduling_gates.is_some();
+                let ctx = pod::PodContext {
+                    pool_name: "builders",
+                    pool: &pool.spec,
+                    run_id: &run_id,
+                    facts: inj.facts,
+                    gate,
+                };
+                pod::inject(&mut meta, &mut spec, &ctx).expect("second pass allowed");
+                prop_assert_eq!(&meta, &object.metadata);
+                prop_assert_eq!(Some(&spec), object.spec.as_ref());
+                // Every container has its requests or limits for cpu and memory.
+                for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                    let r = c.resources.as_ref().expect("resources");
+                    for key in ["cpu", "memory"] {
+                        let has = r.requests.as_ref().is_some_and(|m| m.contains_key(key))
+                            || r.limits.as_ref().is_some_and(|m| m.contains_key(key));
+                        prop_assert!(has, "{} lacks {}", c.name, key);
+                    }
+                }
+            }
+            Err(InjectError::PoolNotFound { .. }) => {
+                prop_assert_eq!(label(&pod.metadata, LABEL_POOL), Some("missing"));
+            }
+            Err(InjectError::ImageHostNotAllowed { host, .. }) => {
+                prop_assert_eq!(host, "registry.local:5000");
+            }
+            Err(InjectError::NameCollision { name, .. }) => {
+                prop_assert!(pool_volume_or_container(&name), "{}", name);
+            }
+            Err(InjectError::PrivilegeNotAllowed { .. }) => {
+                let spec = pod.spec.as_ref().expect("spec");
+                let escalates = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| {
+                    c.security_context.as_ref().and_then(|s| s.allow_privilege_escalation) == Some(true)
+                });
+                prop_assert!(escalates);
+            }
+            Err(e) => prop_assert!(false, "unexpected denial: {}", e),
+        }
+    }
+
+    #[test]
+    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools()) {
+        let mut template_meta = pod.metadata.clone();
+        template_meta.owner_references = None;
+        let job = Job {
+            metadata: ObjectMeta {
+                name: Some("j".into()),
+                labels: pod.metadata.labels.clone(),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::batch::v1::JobSpec {
+                template: k8s_openapi::api::core::v1::PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(BTreeMap::from([("app".into(), "x".into())])), ..Default::default() }),
+                    spec: pod.spec.clone(),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let raw = serde_json::to_value(&job).expect("serialise");
+        if let Ok(Outcome::Mutated { object, patch }) = inj.mutate_job(&job, "ci", &pools) {
+            let mut applied = raw;
+            json_patch::patch(&mut applied, &patch).expect("patch applies");
+            let reparsed: Job = serde_json::from_value(applied).expect("a valid k8s Job");
+            prop_assert_eq!(&reparsed, &*object);
+            prop_assert_eq!(inj.mutate_job(&object, "ci", &pools), Ok(Outcome::Unchanged));
+            let claimed = label(&job.metadata, LABEL_WORKER).is_some();
+            prop_assert_eq!(object.spec.as_ref().and_then(|s| s.suspend), (!claimed).then_some(true));
+        }
+    }
+}
+
+fn pool_volume_or_container(name: &str) -> bool {
+    [WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME, INIT_CONTAINER, LAUNCHER_CONTAINER, "setup", "side"]
+        .contains(&name)
+}
+
+#[test]
+fn fixture_sanity_json_value_roundtrip() {
+    // The typed round trip of a captured object only drops nulls, never data.
+    let raw = fixture_object("02-pod-create-build-42.json");
+    let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
+    let back = serde_json::to_value(&pod).expect("serialise");
+    assert_eq!(back["spec"]["containers"], raw["spec"]["containers"]);
+    assert_eq!(json!(back["metadata"]["labels"]), raw["metadata"]["labels"]);
+}
