@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,10 @@ pub fn generate(names: &[String], days: u32) -> Result<Bundle, CertError> {
             Err(_) => n.clone().try_into().map(SanType::DnsName),
         })
         .collect::<Result<_, _>>()?;
-    leaf.distinguished_name = dn(names.first().map(String::as_str).unwrap_or("runyard-webhook"));
+    leaf.distinguished_name = dn(names
+        .first()
+        .map(String::as_str)
+        .unwrap_or("runyard-webhook"));
     leaf.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -141,9 +144,18 @@ pub fn write_dir(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>, CertError>
 /// The `kubernetes.io/tls` Secret holding the serving certificate and the CA.
 pub fn tls_secret(bundle: &Bundle, name: &str, namespace: &str) -> Secret {
     let data = BTreeMap::from([
-        ("tls.crt".to_string(), ByteString(bundle.cert.clone().into_bytes())),
-        ("tls.key".to_string(), ByteString(bundle.key.clone().into_bytes())),
-        ("ca.crt".to_string(), ByteString(bundle.ca_cert.clone().into_bytes())),
+        (
+            "tls.crt".to_string(),
+            ByteString(bundle.cert.clone().into_bytes()),
+        ),
+        (
+            "tls.key".to_string(),
+            ByteString(bundle.key.clone().into_bytes()),
+        ),
+        (
+            "ca.crt".to_string(),
+            ByteString(bundle.ca_cert.clone().into_bytes()),
+        ),
     ]);
     Secret {
         metadata: kube::api::ObjectMeta {
@@ -203,7 +215,11 @@ pub async fn apply_secret(client: kube::Client, secret: &Secret) -> Result<(), C
 
 /// Sets `caBundle` on the named MutatingWebhookConfiguration (read, modify,
 /// replace guarded by resourceVersion; retried on conflict).
-pub async fn patch_webhook(client: kube::Client, name: &str, ca_pem: &str) -> Result<(), CertError> {
+pub async fn patch_webhook(
+    client: kube::Client,
+    name: &str,
+    ca_pem: &str,
+) -> Result<(), CertError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
     let mut attempts = 0;
     loop {
@@ -276,6 +292,9 @@ mod tests {
             );
         }
         let empty = MutatingWebhookConfiguration::default();
-        assert!(matches!(with_ca_bundle(empty, "x"), Err(CertError::NoWebhooks(_))));
+        assert!(matches!(
+            with_ca_bundle(empty, "x"),
+            Err(CertError::NoWebhooks(_))
+        ));
     }
 }

@@ -3,6 +3,10 @@
 //! The CRD manifests in `webhook-config/crds.yaml` are generated from these types
 //! by `runyard crd`; a test fails when the checked-in text drifts.
 
+// kube's derive takes one `printcolumn(...)` per column; clippy reads the
+// repeated `type_ = ...` keys as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvFromSource, EnvVar, LocalObjectReference, PodSecurityContext,
     ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
@@ -99,11 +103,20 @@ impl WorkerPoolSpec {
     /// The checks the CRD schema makes in the cluster, for pools read from files.
     pub fn validate(&self) -> Result<(), String> {
         if self.pool_size < 0 {
-            return Err(format!("spec.poolSize must be >= 0, got {}", self.pool_size));
+            return Err(format!(
+                "spec.poolSize must be >= 0, got {}",
+                self.pool_size
+            ));
         }
         for (name, value) in [
-            ("spec.successfulPodsHistoryLimit", self.successful_pods_history_limit),
-            ("spec.failedPodsHistoryLimit", self.failed_pods_history_limit),
+            (
+                "spec.successfulPodsHistoryLimit",
+                self.successful_pods_history_limit,
+            ),
+            (
+                "spec.failedPodsHistoryLimit",
+                self.failed_pods_history_limit,
+            ),
         ] {
             if value.is_some_and(|v| v < 0) {
                 return Err(format!("{name} must be >= 0"));
@@ -278,11 +291,7 @@ pub struct WorkerPoolStatus {
     printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Run", type_ = "string", json_path = ".status.currentRun"),
-    printcolumn(
-        name = "Runs",
-        type_ = "integer",
-        json_path = ".status.runsCompleted"
-    ),
+    printcolumn(name = "Runs", type_ = "integer", json_path = ".status.runsCompleted"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -351,7 +360,10 @@ struct OwnStruct {
 }
 
 const fn leaf(name: &'static str) -> OwnStruct {
-    OwnStruct { name, children: &[] }
+    OwnStruct {
+        name,
+        children: &[],
+    }
 }
 
 const POOL_OWN_STRUCTS: &[OwnStruct] = &[
@@ -447,7 +459,13 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        for want in ["Desired Pool Size", "Actual Pool Size", "Idle", "Queued", "Age"] {
+        for want in [
+            "Desired Pool Size",
+            "Actual Pool Size",
+            "Idle",
+            "Queued",
+            "Age",
+        ] {
             assert!(columns.iter().any(|c| c == want), "missing column {want}");
         }
     }

@@ -58,7 +58,10 @@ pub fn inject_yaml(
 }
 
 fn describe(value: &Value) -> String {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
     let name = value
         .pointer("/metadata/name")
         .or_else(|| value.pointer("/metadata/generateName"))
@@ -75,7 +78,10 @@ pub fn inject_value(
     pools: &dyn PoolSource,
     default_namespace: &str,
 ) -> Result<Value, InjectFileError> {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     let namespace = value
         .pointer("/metadata/namespace")
@@ -124,7 +130,12 @@ pub fn inject_value(
         _ => return Ok(value),
     };
     let original = value.clone();
-    json_patch::patch(&mut value, &patch)
-        .map_err(|e| invalid("patch", &original, format!("the engine's patch does not apply: {e}")))?;
+    json_patch::patch(&mut value, &patch).map_err(|e| {
+        invalid(
+            "patch",
+            &original,
+            format!("the engine's patch does not apply: {e}"),
+        )
+    })?;
     Ok(value)
 }

@@ -5,11 +5,11 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod certs;
+pub mod cli;
 pub mod crd;
 pub mod duration;
-pub mod injection;
-pub mod certs;
-pub mod webhook;
-pub mod cli;
 pub mod inject;
+pub mod injection;
 pub mod pools;
+pub mod webhook;

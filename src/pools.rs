@@ -42,11 +42,12 @@ pub enum PoolFileError {
 pub fn parse_pools(text: &str, path: &str) -> Result<Vec<WorkerPool>, PoolFileError> {
     let mut pools = Vec::new();
     for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let value = serde::Deserialize::deserialize(doc).map_err(|source| PoolFileError::Parse {
-            path: path.to_string(),
-            index,
-            source,
-        })?;
+        let value =
+            serde::Deserialize::deserialize(doc).map_err(|source| PoolFileError::Parse {
+                path: path.to_string(),
+                index,
+                source,
+            })?;
         let value: serde_json::Value = value;
         if value.is_null() {
             continue;
@@ -65,11 +66,13 @@ pub fn parse_pools(text: &str, path: &str) -> Result<Vec<WorkerPool>, PoolFileEr
                 index,
                 detail: e.to_string(),
             })?;
-        pool.spec.validate().map_err(|detail| PoolFileError::Invalid {
-            path: path.to_string(),
-            index,
-            detail,
-        })?;
+        pool.spec
+            .validate()
+            .map_err(|detail| PoolFileError::Invalid {
+                path: path.to_string(),
+                index,
+                detail,
+            })?;
         pools.push(pool);
     }
     Ok(pools)
@@ -97,7 +100,11 @@ impl PoolSource for ReflectedPools {
 
 /// Starts a reflector over `WorkerPool`s (one namespace, or all) and returns
 /// the cache; `ready` turns true once the first listing is in.
-pub fn watch_pools(client: Client, namespace: Option<&str>, ready: Arc<AtomicBool>) -> ReflectedPools {
+pub fn watch_pools(
+    client: Client,
+    namespace: Option<&str>,
+    ready: Arc<AtomicBool>,
+) -> ReflectedPools {
     let api: Api<WorkerPool> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -141,11 +148,17 @@ mod tests {
         assert_eq!(pools[1].spec.pool_size, 1);
         let err = parse_pools("kind: Pod\n", "x").expect_err("not a pool");
         assert!(err.to_string().contains("not a WorkerPool"), "{err}");
-        let err = parse_pools("kind: WorkerPool\nspec: {poolSize: -1}\nmetadata: {name: a}\n", "x")
-            .expect_err("negative pool size");
+        let err = parse_pools(
+            "kind: WorkerPool\nspec: {poolSize: -1}\nmetadata: {name: a}\n",
+            "x",
+        )
+        .expect_err("negative pool size");
         assert!(err.to_string().contains("poolSize"), "{err}");
-        let err = parse_pools("kind: WorkerPool\nspec: {runTimeout: soon}\nmetadata: {name: a}\n", "x")
-            .expect_err("bad duration");
+        let err = parse_pools(
+            "kind: WorkerPool\nspec: {runTimeout: soon}\nmetadata: {name: a}\n",
+            "x",
+        )
+        .expect_err("bad duration");
         assert!(err.to_string().contains("runTimeout"), "{err}");
         assert!(parse_pools("kind: WorkerPool\nmetadata: [\n", "x").is_err());
     }

@@ -37,10 +37,25 @@ fn check_structural(node: &Value, path: &str, errors: &mut Vec<String>) {
         errors.push(format!("{path}: properties and additionalProperties"));
     }
     for junction in ["anyOf", "oneOf", "allOf"] {
-        for (i, sub) in obj.get(junction).and_then(Value::as_array).into_iter().flatten().enumerate() {
-            for forbidden in ["type", "properties", "items", "additionalProperties", "default", "nullable"] {
+        for (i, sub) in obj
+            .get(junction)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for forbidden in [
+                "type",
+                "properties",
+                "items",
+                "additionalProperties",
+                "default",
+                "nullable",
+            ] {
                 if sub.get(forbidden).is_some() {
-                    errors.push(format!("{path}.{junction}[{i}]: {forbidden} inside a junction"));
+                    errors.push(format!(
+                        "{path}.{junction}[{i}]: {forbidden} inside a junction"
+                    ));
                 }
             }
         }
@@ -64,12 +79,20 @@ fn schemas_are_structural_and_embed_core_types() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         for version in &crd.spec.versions {
             let schema = serde_json::to_value(
-                version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema"),
+                version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .expect("schema"),
             )
             .expect("serialise");
             let mut errors = Vec::new();
             check_structural(&schema, &name, &mut errors);
-            assert!(errors.is_empty(), "{name} is not structural:\n{}", errors.join("\n"));
+            assert!(
+                errors.is_empty(),
+                "{name} is not structural:\n{}",
+                errors.join("\n")
+            );
             let spec = &schema["properties"]["spec"];
             assert_ne!(
                 spec.get("x-kubernetes-preserve-unknown-fields"),
@@ -79,16 +102,27 @@ fn schemas_are_structural_and_embed_core_types() {
         }
     }
     let pool = serde_json::to_value(&runyard::crd::crds()[0]).expect("serialise");
-    let pod = &pool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["pod"]["properties"];
+    let pod = &pool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["pod"]["properties"];
     // Embedded core types carry their real schema, e.g. a container's image and a volume's emptyDir.
     assert_eq!(
         pod["additionalSidecarContainers"]["items"]["properties"]["image"]["type"],
         "string"
     );
-    assert_eq!(pod["volumes"]["items"]["properties"]["emptyDir"]["type"], "object");
-    let size = pool.get("spec").map(|s| s.to_string().len()).unwrap_or_default();
-    assert!(size < 262_144, "WorkerPool CRD is {size} bytes, too big for client-side apply");
-    let pool_size = &pool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["poolSize"];
+    assert_eq!(
+        pod["volumes"]["items"]["properties"]["emptyDir"]["type"],
+        "object"
+    );
+    let size = pool
+        .get("spec")
+        .map(|s| s.to_string().len())
+        .unwrap_or_default();
+    assert!(
+        size < 262_144,
+        "WorkerPool CRD is {size} bytes, too big for client-side apply"
+    );
+    let pool_size = &pool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["poolSize"];
     assert_eq!(pool_size["minimum"], 0.0);
     assert_eq!(pool_size["default"], 1);
 }

@@ -21,7 +21,8 @@ fn check(name: &str, actual: &str) {
 }
 
 fn inject(input: &str, mode: SidecarMode, pools: &StaticPools) -> String {
-    let injector = Injector::with_run_ids(ClusterFacts { sidecar_mode: mode }, || RUN_ID.to_string());
+    let injector =
+        Injector::with_run_ids(ClusterFacts { sidecar_mode: mode }, || RUN_ID.to_string());
     let text = std::fs::read_to_string(Path::new(ROOT).join(input)).expect("input");
     runyard::inject::inject_yaml(&text, &injector, pools, "default").expect("inject")
 }
@@ -32,31 +33,59 @@ fn example_pools() -> StaticPools {
 
 #[test]
 fn job_with_the_default_pool() {
-    check("job.yaml", &inject("examples/job.yaml", SidecarMode::Native, &StaticPools::default_pool()));
+    check(
+        "job.yaml",
+        &inject(
+            "examples/job.yaml",
+            SidecarMode::Native,
+            &StaticPools::default_pool(),
+        ),
+    );
 }
 
 #[test]
 fn job_with_the_example_pool() {
-    check("job.pool.yaml", &inject("examples/job.yaml", SidecarMode::Native, &example_pools()));
+    check(
+        "job.pool.yaml",
+        &inject("examples/job.yaml", SidecarMode::Native, &example_pools()),
+    );
 }
 
 #[test]
 fn job_for_a_cluster_without_native_sidecars() {
     check(
         "job.container-sidecar.yaml",
-        &inject("examples/job.yaml", SidecarMode::Container, &StaticPools::default_pool()),
+        &inject(
+            "examples/job.yaml",
+            SidecarMode::Container,
+            &StaticPools::default_pool(),
+        ),
     );
 }
 
 #[test]
 fn bare_pod() {
-    check("pod.yaml", &inject("examples/pod.yaml", SidecarMode::Native, &StaticPools::default_pool()));
+    check(
+        "pod.yaml",
+        &inject(
+            "examples/pod.yaml",
+            SidecarMode::Native,
+            &StaticPools::default_pool(),
+        ),
+    );
 }
 
 #[test]
 fn lists_and_non_runs() {
-    let out = inject("tests/golden/mixed.input.yaml", SidecarMode::Native, &StaticPools::default_pool());
-    assert!(out.contains("someFutureField: kept-by-the-patch"), "unknown fields survive");
+    let out = inject(
+        "tests/golden/mixed.input.yaml",
+        SidecarMode::Native,
+        &StaticPools::default_pool(),
+    );
+    assert!(
+        out.contains("someFutureField: kept-by-the-patch"),
+        "unknown fields survive"
+    );
     check("mixed.yaml", &out);
 }
 
@@ -65,7 +94,8 @@ fn golden_output_is_a_fixed_point() {
     // Injecting the injected output again changes nothing.
     let once = inject("examples/job.yaml", SidecarMode::Native, &example_pools());
     let injector = Injector::with_run_ids(ClusterFacts::default(), || "other".to_string());
-    let twice = runyard::inject::inject_yaml(&once, &injector, &example_pools(), "default").expect("inject");
+    let twice = runyard::inject::inject_yaml(&once, &injector, &example_pools(), "default")
+        .expect("inject");
     assert_eq!(once, twice);
 }
 
@@ -76,7 +106,11 @@ fn the_binary_injects_the_readme_example() {
         .args(["inject", "-f", "examples/job.yaml", "--run-id", RUN_ID])
         .output()
         .expect("run runyard");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check("job.yaml", &String::from_utf8(out.stdout).expect("utf-8"));
 }
 
@@ -84,10 +118,19 @@ fn the_binary_injects_the_readme_example() {
 fn the_binary_reports_denials_with_a_non_zero_exit() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
         .current_dir(ROOT)
-        .args(["inject", "-f", "examples/pod.yaml", "--pool", "examples/pool.yaml"])
+        .args([
+            "inject",
+            "-f",
+            "examples/pod.yaml",
+            "--pool",
+            "examples/pool.yaml",
+        ])
         .output()
         .expect("run runyard");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("pool \"terraform\" does not exist in namespace \"infra\""), "{stderr}");
+    assert!(
+        stderr.contains("pool \"terraform\" does not exist in namespace \"infra\""),
+        "{stderr}"
+    );
 }

@@ -65,9 +65,13 @@ pub enum InjectError {
         pool: String,
         allowed: String,
     },
-    #[error("runyard: {what}; pool {pool:?} does not allow privileged runs (spec.pod.allowPrivileged)")]
+    #[error(
+        "runyard: {what}; pool {pool:?} does not allow privileged runs (spec.pod.allowPrivileged)"
+    )]
     PrivilegeNotAllowed { what: String, pool: String },
-    #[error("runyard: the run already has a {kind} named {name:?}, which runyard injects; rename it")]
+    #[error(
+        "runyard: the run already has a {kind} named {name:?}, which runyard injects; rename it"
+    )]
     NameCollision { kind: &'static str, name: String },
     #[error("runyard: container {container:?} already mounts something at {path}, where runyard mounts its {volume} volume")]
     MountCollision {
@@ -75,7 +79,9 @@ pub enum InjectError {
         path: String,
         volume: String,
     },
-    #[error("runyard: the Job is labeled {LABEL_POOL}={job:?} but its pod template says {template:?}")]
+    #[error(
+        "runyard: the Job is labeled {LABEL_POOL}={job:?} but its pod template says {template:?}"
+    )]
     PoolLabelMismatch { job: String, template: String },
     #[error("runyard: invalid run: {0}")]
     Invalid(String),
@@ -192,7 +198,9 @@ pub struct Injector {
 
 impl std::fmt::Debug for Injector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Injector").field("facts", &self.facts).finish()
+        f.debug_struct("Injector")
+            .field("facts", &self.facts)
+            .finish()
     }
 }
 

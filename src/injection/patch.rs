@@ -96,7 +96,10 @@ struct Alignment {
 /// env vars, mounts...) are the same element when their names are equal;
 /// anything else only when equal.
 fn same(a: &Value, b: &Value) -> bool {
-    match (a.get("name").and_then(Value::as_str), b.get("name").and_then(Value::as_str)) {
+    match (
+        a.get("name").and_then(Value::as_str),
+        b.get("name").and_then(Value::as_str),
+    ) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
@@ -159,9 +162,15 @@ mod tests {
 
     #[test]
     fn keys_with_slash_and_tilde_are_escaped() {
-        let p = roundtrip(json!({"l": {}}), json!({"l": {"runyard.dev/pool": "x", "a~b": "y"}}));
+        let p = roundtrip(
+            json!({"l": {}}),
+            json!({"l": {"runyard.dev/pool": "x", "a~b": "y"}}),
+        );
         let paths: Vec<String> = p.0.iter().map(|o| o.path().to_string()).collect();
-        assert!(paths.contains(&"/l/runyard.dev~1pool".to_string()), "{paths:?}");
+        assert!(
+            paths.contains(&"/l/runyard.dev~1pool".to_string()),
+            "{paths:?}"
+        );
         assert!(paths.contains(&"/l/a~0b".to_string()), "{paths:?}");
     }
 

@@ -65,7 +65,11 @@ fn pool_volume_names(pool: &WorkerPoolSpec) -> Vec<&str> {
 
 /// Checks the pool's policy (image hosts, privilege) against the run's own
 /// containers, i.e. all but those the pool contributes.
-pub fn check_policy(pool_name: &str, pool: &WorkerPoolSpec, spec: &PodSpec) -> Result<(), InjectError> {
+pub fn check_policy(
+    pool_name: &str,
+    pool: &WorkerPoolSpec,
+    spec: &PodSpec,
+) -> Result<(), InjectError> {
     let own = pool_containers(pool);
     let is_own = |c: &Container| own.contains(&(c.name.as_str(), c.image.as_deref()));
     let user = || {
@@ -83,7 +87,11 @@ pub fn check_policy(pool_name: &str, pool: &WorkerPoolSpec, spec: &PodSpec) -> R
 }
 
 /// Injects the run environment into `meta`/`spec`.
-pub fn inject(meta: &mut ObjectMeta, spec: &mut PodSpec, ctx: &PodContext<'_>) -> Result<(), InjectError> {
+pub fn inject(
+    meta: &mut ObjectMeta,
+    spec: &mut PodSpec,
+    ctx: &PodContext<'_>,
+) -> Result<(), InjectError> {
     check_policy(ctx.pool_name, ctx.pool, spec)?;
     let already = is_injected(meta);
     let pool_pod = &ctx.pool.pod;
@@ -159,8 +167,17 @@ pub fn inject(meta: &mut ObjectMeta, spec: &mut PodSpec, ctx: &PodContext<'_>) -
     inject_pod_fields(meta, spec, ctx)
 }
 
-fn check_collisions(spec: &PodSpec, own_names: &[&str], own_volumes: &[&str]) -> Result<(), InjectError> {
-    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+fn check_collisions(
+    spec: &PodSpec,
+    own_names: &[&str],
+    own_volumes: &[&str],
+) -> Result<(), InjectError> {
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
         if own_names.contains(&c.name.as_str()) {
             return Err(InjectError::NameCollision {
                 kind: "container",
@@ -193,17 +210,20 @@ fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) {
         name: PODINFO_VOLUME.to_string(),
         downward_api: Some(DownwardAPIVolumeSource {
             items: Some(
-                [("annotations", "metadata.annotations"), ("labels", "metadata.labels")]
-                    .into_iter()
-                    .map(|(path, field)| DownwardAPIVolumeFile {
-                        path: path.to_string(),
-                        field_ref: Some(ObjectFieldSelector {
-                            field_path: field.to_string(),
-                            ..Default::default()
-                        }),
+                [
+                    ("annotations", "metadata.annotations"),
+                    ("labels", "metadata.labels"),
+                ]
+                .into_iter()
+                .map(|(path, field)| DownwardAPIVolumeFile {
+                    path: path.to_string(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: field.to_string(),
                         ..Default::default()
-                    })
-                    .collect(),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
             ),
             ..Default::default()
         }),
@@ -296,7 +316,12 @@ fn runyard_env(ctx: &PodContext<'_>) -> Vec<EnvVar> {
 }
 
 fn worker_path(pool: &WorkerPoolSpec) -> String {
-    match pool.pod.custom_binaries_path.as_deref().filter(|p| !p.is_empty()) {
+    match pool
+        .pod
+        .custom_binaries_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
         Some(custom) => format!("{custom}:{BINARIES_PATH}"),
         None => BINARIES_PATH.to_string(),
     }
@@ -348,7 +373,11 @@ fn mount(name: &str, path: &str, sub_path: Option<&str>, read_only: bool) -> Vol
 
 /// Adds `wanted` mounts, keyed by mount path; a path the container already uses
 /// for another volume is a collision.
-fn apply_mounts(c: &mut Container, wanted: &[VolumeMount], extra: &[VolumeMount]) -> Result<(), InjectError> {
+fn apply_mounts(
+    c: &mut Container,
+    wanted: &[VolumeMount],
+    extra: &[VolumeMount],
+) -> Result<(), InjectError> {
     let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
     for m in wanted {
         match mounts.iter_mut().find(|x| x.mount_path == m.mount_path) {
@@ -378,7 +407,12 @@ fn apply_mounts(c: &mut Container, wanted: &[VolumeMount], extra: &[VolumeMount]
 fn workspace_mounts(binaries_read_only: bool) -> Vec<VolumeMount> {
     vec![
         mount(WORKSPACE_VOLUME, WORKSPACE_PATH, None, false),
-        mount(BINARIES_CACHE_VOLUME, BINARIES_CACHE_PATH, None, binaries_read_only),
+        mount(
+            BINARIES_CACHE_VOLUME,
+            BINARIES_CACHE_PATH,
+            None,
+            binaries_read_only,
+        ),
         mount(
             WORKSPACE_VOLUME,
             BINARIES_PATH,
@@ -393,12 +427,14 @@ fn workspace_mounts(binaries_read_only: bool) -> Vec<VolumeMount> {
 /// limit, and a default request could exceed it.
 fn apply_resources(c: &mut Container, settings: Option<&ContainerSettings>) {
     let pool = settings.and_then(|s| s.resources.as_ref());
-    let requests: BTreeMap<String, Quantity> = pool
-        .and_then(|r| r.requests.clone())
-        .unwrap_or_else(|| {
+    let requests: BTreeMap<String, Quantity> =
+        pool.and_then(|r| r.requests.clone()).unwrap_or_else(|| {
             BTreeMap::from([
                 ("cpu".to_string(), Quantity(DEFAULT_CPU_REQUEST.to_string())),
-                ("memory".to_string(), Quantity(DEFAULT_MEMORY_REQUEST.to_string())),
+                (
+                    "memory".to_string(),
+                    Quantity(DEFAULT_MEMORY_REQUEST.to_string()),
+                ),
             ])
         });
     let limits = pool.and_then(|r| r.limits.clone()).unwrap_or_default();
@@ -429,7 +465,10 @@ fn apply_resources(c: &mut Container, settings: Option<&ContainerSettings>) {
 }
 
 /// `target` with every top-level field it leaves unset taken from `defaults`.
-fn fill_missing<T: Serialize + DeserializeOwned>(target: &T, defaults: &T) -> Result<T, InjectError> {
+fn fill_missing<T: Serialize + DeserializeOwned>(
+    target: &T,
+    defaults: &T,
+) -> Result<T, InjectError> {
     let err = |e: serde_json::Error| InjectError::Invalid(format!("merging security context: {e}"));
     let mut t = serde_json::to_value(target).map_err(err)?;
     let d = serde_json::to_value(defaults).map_err(err)?;
@@ -454,7 +493,11 @@ fn prepare_worker(
     path: &str,
     settings: Option<&ContainerSettings>,
 ) -> Result<(), InjectError> {
-    apply_env(c, env, settings.map(|s| s.env.as_slice()).unwrap_or_default());
+    apply_env(
+        c,
+        env,
+        settings.map(|s| s.env.as_slice()).unwrap_or_default(),
+    );
     apply_path(c, path);
     if let Some(s) = settings {
         for from in &s.env_from {
@@ -467,7 +510,9 @@ fn prepare_worker(
     apply_mounts(
         c,
         &workspace_mounts(true),
-        settings.map(|s| s.volume_mounts.as_slice()).unwrap_or_default(),
+        settings
+            .map(|s| s.volume_mounts.as_slice())
+            .unwrap_or_default(),
     )?;
     apply_resources(c, settings);
     let current = c.security_context.clone().unwrap_or_default();
@@ -526,7 +571,11 @@ fn runyard_container(
         security_context: Some(hardened(settings)?),
         ..Default::default()
     };
-    apply_env(&mut c, env, settings.map(|s| s.env.as_slice()).unwrap_or_default());
+    apply_env(
+        &mut c,
+        env,
+        settings.map(|s| s.env.as_slice()).unwrap_or_default(),
+    );
     if let Some(s) = settings {
         if !s.env_from.is_empty() {
             c.env_from = Some(s.env_from.clone());
@@ -535,7 +584,9 @@ fn runyard_container(
     apply_mounts(
         &mut c,
         &mounts,
-        settings.map(|s| s.volume_mounts.as_slice()).unwrap_or_default(),
+        settings
+            .map(|s| s.volume_mounts.as_slice())
+            .unwrap_or_default(),
     )?;
     apply_resources(&mut c, settings);
     Ok(c)
@@ -581,7 +632,11 @@ fn launcher_container(
     Ok(c)
 }
 
-fn inject_pod_fields(meta: &mut ObjectMeta, spec: &mut PodSpec, ctx: &PodContext<'_>) -> Result<(), InjectError> {
+fn inject_pod_fields(
+    meta: &mut ObjectMeta,
+    spec: &mut PodSpec,
+    ctx: &PodContext<'_>,
+) -> Result<(), InjectError> {
     let pool_pod = &ctx.pool.pod;
 
     // Pod security context: the run's values, then the pool's, then runyard's defaults.

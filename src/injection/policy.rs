@@ -118,14 +118,10 @@ pub fn check_privilege<'a>(
             }
         }
         if sc.run_as_user == Some(0) {
-            return Err(deny(format!(
-                "container {name:?} sets runAsUser: 0 (root)"
-            )));
+            return Err(deny(format!("container {name:?} sets runAsUser: 0 (root)")));
         }
         if sc.run_as_non_root == Some(false) {
-            return Err(deny(format!(
-                "container {name:?} sets runAsNonRoot: false"
-            )));
+            return Err(deny(format!("container {name:?} sets runAsNonRoot: false")));
         }
     }
     Ok(())
@@ -144,7 +140,10 @@ mod tests {
         assert_eq!(registry_host("index.docker.io/library/alpine"), "docker.io");
         assert_eq!(registry_host("GHCR.io/org/app:1"), "ghcr.io");
         assert_eq!(registry_host("localhost/app"), "localhost");
-        assert_eq!(registry_host("registry.local:5000/app@sha256:abc"), "registry.local:5000");
+        assert_eq!(
+            registry_host("registry.local:5000/app@sha256:abc"),
+            "registry.local:5000"
+        );
         assert_eq!(registry_host("alpine@sha256:abc"), "docker.io");
     }
 

@@ -86,7 +86,9 @@ fn mutated_job(outcome: Result<Outcome<Job>, InjectError>) -> Job {
 }
 
 /// Applies `patch` to the raw object and checks it gives the engine's object.
-fn assert_patch_reproduces<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+fn assert_patch_reproduces<
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+>(
     raw: &Value,
     patch: &Patch,
     object: &T,
@@ -157,14 +159,26 @@ fn job_is_queued_stamped_and_its_template_injected() {
     assert_eq!(spec.suspend, Some(true));
     assert_eq!(label(&new.metadata, LABEL_RUN_ID), Some(RUN_ID));
     let tmeta = spec.template.metadata.as_ref().expect("template metadata");
-    assert_eq!(label(tmeta, LABEL_POOL), Some("terraform"), "pool label reaches the pods");
+    assert_eq!(
+        label(tmeta, LABEL_POOL),
+        Some("terraform"),
+        "pool label reaches the pods"
+    );
     assert_eq!(label(tmeta, LABEL_RUN_ID), Some(RUN_ID));
     assert_eq!(label(tmeta, "app"), Some("tf"), "user labels kept");
     assert!(is_injected(tmeta));
     let pspec = spec.template.spec.as_ref().expect("pod spec");
-    let inits: Vec<_> = pspec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    let inits: Vec<_> = pspec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(inits, ["init", "launcher", "fetch-secrets"]);
-    assert!(pspec.scheduling_gates.is_none(), "Job pods are queued by suspend, not gates");
+    assert!(
+        pspec.scheduling_gates.is_none(),
+        "Job pods are queued by suspend, not gates"
+    );
 }
 
 #[test]
@@ -194,7 +208,9 @@ fn template_pool_label_must_match() {
         .labels
         .get_or_insert_with(Default::default)
         .insert(LABEL_POOL.into(), "other".into());
-    let err = injector().mutate_job(&job, "ci", &builders()).expect_err("mismatch");
+    let err = injector()
+        .mutate_job(&job, "ci", &builders())
+        .expect_err("mismatch");
     assert!(matches!(err, InjectError::PoolLabelMismatch { .. }));
 }
 
@@ -226,7 +242,10 @@ fn pods_from_an_injected_template_pass_through() {
 #[test]
 fn injected_annotation_does_not_bypass_the_image_policy() {
     let mut pod = run_pod(vec![worker("w", "evil.example/x:1")]);
-    pod.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_INJECTED.into(), "true".into())]));
+    pod.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_INJECTED.into(),
+        "true".into(),
+    )]));
     let pools = pool(
         "builders",
         WorkerPoolSpec {
@@ -234,8 +253,13 @@ fn injected_annotation_does_not_bypass_the_image_policy() {
             ..Default::default()
         },
     );
-    let err = injector().mutate_pod(&pod, "ci", &pools).expect_err("denied");
-    assert!(matches!(err, InjectError::ImageHostNotAllowed { .. }), "{err}");
+    let err = injector()
+        .mutate_pod(&pod, "ci", &pools)
+        .expect_err("denied");
+    assert!(
+        matches!(err, InjectError::ImageHostNotAllowed { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -243,7 +267,12 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
     let raw = fixture_object("03-pod-create-bare-run.json");
     let pod: Pod = serde_json::from_value(raw).expect("Pod");
     let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
-    let gates: Vec<_> = spec(&new).scheduling_gates.iter().flatten().map(|g| g.name.as_str()).collect();
+    let gates: Vec<_> = spec(&new)
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
     assert_eq!(gates, [SCHEDULING_GATE]);
 
     let raw = fixture_object("02-pod-create-build-42.json");
@@ -265,22 +294,38 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
 fn existing_native_sidecar_is_not_rewritten() {
     let raw = fixture_object("05-pod-create-with-sidecar.json");
     let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
-    let outcome = injector().mutate_pod(&pod, "ci", &builders()).expect("allowed");
+    let outcome = injector()
+        .mutate_pod(&pod, "ci", &builders())
+        .expect("allowed");
     let Outcome::Mutated { object, patch } = outcome else {
         panic!("expected mutation");
     };
-    let inits: Vec<_> = spec(&object).init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    let inits: Vec<_> = spec(&object)
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(inits, ["init", "launcher", "proxy"]);
     // Our two containers are inserted, never a replace of the whole list.
     let whole_list = patch
         .0
         .iter()
-        .filter(|op| op.path().to_string() == "/spec/initContainers")
+        .filter(|op| *op.path() == "/spec/initContainers")
         .count();
     assert_eq!(whole_list, 0, "{patch:?}");
     let proxy = &spec(&object).init_containers.as_ref().expect("inits")[2];
     assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
-    assert_eq!(proxy.image, pod.spec.as_ref().expect("spec").init_containers.as_ref().expect("x")[0].image);
+    assert_eq!(
+        proxy.image,
+        pod.spec
+            .as_ref()
+            .expect("spec")
+            .init_containers
+            .as_ref()
+            .expect("x")[0]
+            .image
+    );
 }
 
 #[test]
@@ -297,7 +342,12 @@ fn container_mode_puts_the_launcher_last_and_shares_the_process_namespace() {
         Some("a,b")
     );
     assert_eq!(s.share_process_namespace, Some(true));
-    let inits: Vec<_> = s.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    let inits: Vec<_> = s
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(inits, ["init"]);
 }
 
@@ -311,31 +361,65 @@ fn run_environment_is_complete() {
     assert_eq!(sc.run_as_group, Some(RUNYARD_UID));
     assert_eq!(sc.fs_group, Some(RUNYARD_UID));
     assert_eq!(sc.run_as_non_root, Some(true));
-    assert_eq!(sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
-    let volumes: Vec<_> = s.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
-    assert_eq!(volumes, [WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME]);
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    let volumes: Vec<_> = s
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        [WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME]
+    );
     assert_eq!(s.active_deadline_seconds, Some(4200));
 
     let w = &s.containers[0];
-    assert_eq!(env_value(w, "RUNYARD_RUN_ID").and_then(|e| e.value.as_deref()), Some(RUN_ID));
-    assert_eq!(env_value(w, "RUNYARD_POOL").and_then(|e| e.value.as_deref()), Some("builders"));
+    assert_eq!(
+        env_value(w, "RUNYARD_RUN_ID").and_then(|e| e.value.as_deref()),
+        Some(RUN_ID)
+    );
+    assert_eq!(
+        env_value(w, "RUNYARD_POOL").and_then(|e| e.value.as_deref()),
+        Some("builders")
+    );
     let worker_ref = env_value(w, "RUNYARD_WORKER")
         .and_then(|e| e.value_from.as_ref())
         .and_then(|v| v.field_ref.as_ref())
         .map(|f| f.field_path.as_str());
     assert_eq!(worker_ref, Some("metadata.labels['runyard.dev/worker']"));
-    let path = env_value(w, "PATH").and_then(|e| e.value.as_deref()).expect("PATH");
+    let path = env_value(w, "PATH")
+        .and_then(|e| e.value.as_deref())
+        .expect("PATH");
     assert!(path.starts_with("/opt/runyard/binaries:"), "{path}");
-    let mounts: Vec<_> = w.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    let mounts: Vec<_> = w
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
     assert!(mounts.contains(&WORKSPACE_PATH) && mounts.contains(&BINARIES_CACHE_PATH));
-    let req = w.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
+    let req = w
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests");
     assert_eq!(req.get("cpu"), Some(&Quantity("500m".into())));
     assert_eq!(req.get("memory"), Some(&Quantity("200Mi".into())));
-    let wsc = w.security_context.as_ref().expect("worker security context");
+    let wsc = w
+        .security_context
+        .as_ref()
+        .expect("worker security context");
     assert_eq!(wsc.allow_privilege_escalation, Some(false));
 
     for c in s.init_containers.iter().flatten() {
-        let sc = c.security_context.as_ref().expect("injected security context");
+        let sc = c
+            .security_context
+            .as_ref()
+            .expect("injected security context");
         assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
@@ -374,7 +458,11 @@ pod:
     let pool_spec: WorkerPoolSpec = serde_norway::from_str(spec_yaml).expect("pool spec");
     let pools = pool("builders", pool_spec);
     let mut pod = run_pod(vec![worker("w", "ghcr.io/acme/x:1")]);
-    pod.metadata.labels.as_mut().expect("labels").insert("app".into(), "mine".into());
+    pod.metadata
+        .labels
+        .as_mut()
+        .expect("labels")
+        .insert("app".into(), "mine".into());
     let s = pod.spec.as_mut().expect("spec");
     s.active_deadline_seconds = Some(300);
     s.service_account_name = Some("default".into());
@@ -386,12 +474,22 @@ pod:
     }]);
     let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pools));
     let s = spec(&new);
-    assert_eq!(s.active_deadline_seconds, Some(300), "shorter run deadline kept");
+    assert_eq!(
+        s.active_deadline_seconds,
+        Some(300),
+        "shorter run deadline kept"
+    );
     assert_eq!(s.termination_grace_period_seconds, Some(90));
     assert_eq!(s.service_account_name.as_deref(), Some("runner"));
     assert_eq!(s.automount_service_account_token, Some(false));
-    assert_eq!(s.security_context.as_ref().and_then(|c| c.run_as_user), Some(1000680000));
-    assert_eq!(s.security_context.as_ref().and_then(|c| c.fs_group), Some(RUNYARD_UID));
+    assert_eq!(
+        s.security_context.as_ref().and_then(|c| c.run_as_user),
+        Some(1000680000)
+    );
+    assert_eq!(
+        s.security_context.as_ref().and_then(|c| c.fs_group),
+        Some(RUNYARD_UID)
+    );
     let ns = s.node_selector.as_ref().expect("node selector");
     assert_eq!(ns.get("zone").map(String::as_str), Some("b"), "run wins");
     assert_eq!(ns.get("pool").map(String::as_str), Some("ci"));
@@ -399,24 +497,58 @@ pod:
     assert_eq!(label(&new.metadata, "team"), Some("platform"));
     assert_eq!(label(&new.metadata, "app"), Some("mine"));
     assert_eq!(s.image_pull_secrets.as_ref().map(Vec::len), Some(1));
-    let inits: Vec<_> = s.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    let inits: Vec<_> = s
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(inits, ["setup", "init", "launcher"]);
     assert_eq!(
-        s.init_containers.as_ref().expect("inits")[1].image.as_deref(),
+        s.init_containers.as_ref().expect("inits")[1]
+            .image
+            .as_deref(),
         Some("registry.local/runyard:dev")
     );
     let names: Vec<_> = s.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["w", "dind"]);
-    let ws = s.volumes.iter().flatten().find(|v| v.name == WORKSPACE_VOLUME).expect("workspace");
-    assert_eq!(ws.empty_dir.as_ref().and_then(|e| e.medium.as_deref()), Some("Memory"));
+    let ws = s
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == WORKSPACE_VOLUME)
+        .expect("workspace");
+    assert_eq!(
+        ws.empty_dir.as_ref().and_then(|e| e.medium.as_deref()),
+        Some("Memory")
+    );
     let w = &s.containers[0];
-    assert_eq!(env_value(w, "MODE").and_then(|e| e.value.as_deref()), Some("run"));
-    assert_eq!(env_value(w, "HTTP_PROXY").and_then(|e| e.value.as_deref()), Some("http://proxy"));
-    let path = env_value(w, "PATH").and_then(|e| e.value.as_deref()).expect("PATH");
-    assert!(path.starts_with("/opt/tools/bin:/opt/runyard/binaries:"), "{path}");
-    let req = w.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
+    assert_eq!(
+        env_value(w, "MODE").and_then(|e| e.value.as_deref()),
+        Some("run")
+    );
+    assert_eq!(
+        env_value(w, "HTTP_PROXY").and_then(|e| e.value.as_deref()),
+        Some("http://proxy")
+    );
+    let path = env_value(w, "PATH")
+        .and_then(|e| e.value.as_deref())
+        .expect("PATH");
+    assert!(
+        path.starts_with("/opt/tools/bin:/opt/runyard/binaries:"),
+        "{path}"
+    );
+    let req = w
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .expect("requests");
     assert_eq!(req.get("cpu"), Some(&Quantity("2".into())));
-    assert!(w.volume_mounts.iter().flatten().any(|m| m.mount_path == "/cache"));
+    assert!(w
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == "/cache"));
 }
 
 #[test]
@@ -428,10 +560,20 @@ fn resources_respect_what_the_run_set() {
         ..Default::default()
     });
     let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
-    let r = spec(&new).containers[0].resources.clone().expect("resources");
+    let r = spec(&new).containers[0]
+        .resources
+        .clone()
+        .expect("resources");
     let requests = r.requests.expect("requests");
-    assert_eq!(requests.get("memory"), Some(&Quantity("1Gi".into())), "kept");
-    assert!(!requests.contains_key("cpu"), "a cpu limit alone: Kubernetes copies it");
+    assert_eq!(
+        requests.get("memory"),
+        Some(&Quantity("1Gi".into())),
+        "kept"
+    );
+    assert!(
+        !requests.contains_key("cpu"),
+        "a cpu limit alone: Kubernetes copies it"
+    );
 }
 
 #[test]
@@ -452,17 +594,35 @@ fn existing_path_is_prepended_once() {
 #[test]
 fn collisions_are_denied_not_overwritten() {
     let err = injector()
-        .mutate_pod(&run_pod(vec![worker("launcher", "alpine")]), "ci", &builders())
+        .mutate_pod(
+            &run_pod(vec![worker("launcher", "alpine")]),
+            "ci",
+            &builders(),
+        )
         .expect_err("container collision");
-    assert!(matches!(err, InjectError::NameCollision { kind: "container", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            InjectError::NameCollision {
+                kind: "container",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let mut pod = run_pod(vec![worker("w", "alpine")]);
     pod.spec.as_mut().expect("spec").volumes = Some(vec![Volume {
         name: "workspace".into(),
         ..Default::default()
     }]);
-    let err = injector().mutate_pod(&pod, "ci", &builders()).expect_err("volume collision");
-    assert!(matches!(err, InjectError::NameCollision { kind: "volume", .. }), "{err}");
+    let err = injector()
+        .mutate_pod(&pod, "ci", &builders())
+        .expect_err("volume collision");
+    assert!(
+        matches!(err, InjectError::NameCollision { kind: "volume", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("rename it"));
 
     let mut c = worker("w", "alpine");
@@ -471,14 +631,18 @@ fn collisions_are_denied_not_overwritten() {
         mount_path: WORKSPACE_PATH.into(),
         ..Default::default()
     }]);
-    let err = injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()).expect_err("mount collision");
+    let err = injector()
+        .mutate_pod(&run_pod(vec![c]), "ci", &builders())
+        .expect_err("mount collision");
     assert!(matches!(err, InjectError::MountCollision { .. }), "{err}");
 }
 
 #[test]
 fn pool_must_exist_in_the_namespace() {
     let pod = run_pod(vec![worker("w", "alpine")]);
-    let err = injector().mutate_pod(&pod, "other-ns", &builders()).expect_err("missing pool");
+    let err = injector()
+        .mutate_pod(&pod, "other-ns", &builders())
+        .expect_err("missing pool");
     assert_eq!(
         err,
         InjectError::PoolNotFound {
@@ -486,7 +650,9 @@ fn pool_must_exist_in_the_namespace() {
             namespace: "other-ns".into()
         }
     );
-    assert!(err.to_string().contains("does not exist in namespace \"other-ns\""));
+    assert!(err
+        .to_string()
+        .contains("does not exist in namespace \"other-ns\""));
 }
 
 #[test]
@@ -506,7 +672,11 @@ fn image_hosts_are_enforced_with_docker_hub_normalisation() {
         .mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools)
         .is_ok());
     // The launcher image is the pool's own and never checked.
-    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
+    let new = mutated_pod(injector().mutate_pod(
+        &run_pod(vec![worker("w", "ghcr.io/a/b:1")]),
+        "ci",
+        &pools,
+    ));
     assert!(injector().mutate_pod(&new, "ci", &pools).is_ok());
 }
 
@@ -518,8 +688,13 @@ fn privileged_runs_need_an_opt_in() {
         ..Default::default()
     });
     let pod = run_pod(vec![c]);
-    let err = injector().mutate_pod(&pod, "ci", &builders()).expect_err("privileged");
-    assert!(matches!(err, InjectError::PrivilegeNotAllowed { .. }), "{err}");
+    let err = injector()
+        .mutate_pod(&pod, "ci", &builders())
+        .expect_err("privileged");
+    assert!(
+        matches!(err, InjectError::PrivilegeNotAllowed { .. }),
+        "{err}"
+    );
 
     let mut host = run_pod(vec![worker("w", "alpine")]);
     host.spec.as_mut().expect("spec").host_network = Some(true);
@@ -530,7 +705,9 @@ fn privileged_runs_need_an_opt_in() {
         run_as_user: Some(0),
         ..Default::default()
     });
-    assert!(injector().mutate_pod(&run_pod(vec![root]), "ci", &builders()).is_err());
+    assert!(injector()
+        .mutate_pod(&run_pod(vec![root]), "ci", &builders())
+        .is_err());
 
     let mut spec = WorkerPoolSpec::default();
     spec.pod.allow_privileged = true;
@@ -544,7 +721,10 @@ fn privileged_runs_need_an_opt_in() {
 }
 
 fn spec_sc(pod: &Pod) -> SecurityContext {
-    spec(pod).containers[0].security_context.clone().expect("security context")
+    spec(pod).containers[0]
+        .security_context
+        .clone()
+        .expect("security context")
 }
 
 #[test]
@@ -566,9 +746,15 @@ fn user_security_values_are_kept() {
 fn non_runs_are_never_touched() {
     let mut pod = run_pod(vec![worker("w", "alpine")]);
     pod.metadata.labels = Some(BTreeMap::from([("app".into(), "x".into())]));
-    assert_eq!(injector().mutate_pod(&pod, "ci", &builders()), Ok(Outcome::NotARun));
+    assert_eq!(
+        injector().mutate_pod(&pod, "ci", &builders()),
+        Ok(Outcome::NotARun)
+    );
     let job = Job::default();
-    assert_eq!(injector().mutate_job(&job, "ci", &builders()), Ok(Outcome::NotARun));
+    assert_eq!(
+        injector().mutate_job(&job, "ci", &builders()),
+        Ok(Outcome::NotARun)
+    );
 }
 
 #[test]
@@ -617,32 +803,38 @@ fn arb_container(prefix: &'static str) -> impl Strategy<Value = Container> {
         proptest::option::of(any::<bool>()),
         any::<bool>(),
     )
-        .prop_map(move |(n, image, env, requests, limits, ape, native)| Container {
-            name: if n == 7 { LAUNCHER_CONTAINER.to_string() } else { format!("{prefix}{n}") },
-            image: Some(image),
-            env: (!env.is_empty()).then(|| {
-                let mut seen = std::collections::BTreeSet::new();
-                env.into_iter()
-                    .filter(|(k, _)| seen.insert(k.clone()))
-                    .map(|(name, value)| EnvVar {
-                        name,
-                        value: Some(value),
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            resources: (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
-                requests,
-                limits,
+        .prop_map(
+            move |(n, image, env, requests, limits, ape, native)| Container {
+                name: if n == 7 {
+                    LAUNCHER_CONTAINER.to_string()
+                } else {
+                    format!("{prefix}{n}")
+                },
+                image: Some(image),
+                env: (!env.is_empty()).then(|| {
+                    let mut seen = std::collections::BTreeSet::new();
+                    env.into_iter()
+                        .filter(|(k, _)| seen.insert(k.clone()))
+                        .map(|(name, value)| EnvVar {
+                            name,
+                            value: Some(value),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                resources: (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
+                    requests,
+                    limits,
+                    ..Default::default()
+                }),
+                security_context: ape.map(|a| SecurityContext {
+                    allow_privilege_escalation: Some(a),
+                    ..Default::default()
+                }),
+                restart_policy: (native && prefix == "i").then(|| "Always".to_string()),
                 ..Default::default()
-            }),
-            security_context: ape.map(|a| SecurityContext {
-                allow_privilege_escalation: Some(a),
-                ..Default::default()
-            }),
-            restart_policy: (native && prefix == "i").then(|| "Always".to_string()),
-            ..Default::default()
-        })
+            },
+        )
 }
 
 fn dedup_names(mut v: Vec<Container>) -> Vec<Container> {
@@ -708,7 +900,13 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
 }
 
 fn arb_facts() -> impl Strategy<Value = Injector> {
-    any::<bool>().prop_map(|native| if native { injector() } else { container_injector() })
+    any::<bool>().prop_map(|native| {
+        if native {
+            injector()
+        } else {
+            container_injector()
+        }
+    })
 }
 
 fn arb_pools() -> impl Strategy<Value = StaticPools> {
@@ -826,8 +1024,16 @@ proptest! {
 }
 
 fn pool_volume_or_container(name: &str) -> bool {
-    [WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME, INIT_CONTAINER, LAUNCHER_CONTAINER, "setup", "side"]
-        .contains(&name)
+    [
+        WORKSPACE_VOLUME,
+        BINARIES_CACHE_VOLUME,
+        PODINFO_VOLUME,
+        INIT_CONTAINER,
+        LAUNCHER_CONTAINER,
+        "setup",
+        "side",
+    ]
+    .contains(&name)
 }
 
 #[test]

@@ -70,7 +70,11 @@ impl Metrics {
             rejected.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight_reviews", "Reviews being handled", in_flight.clone());
+        registry.register(
+            "in_flight_reviews",
+            "Reviews being handled",
+            in_flight.clone(),
+        );
         let cert_reloads = Counter::default();
         registry.register(
             "certificate_reloads",

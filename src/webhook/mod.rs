@@ -177,10 +177,20 @@ fn deadline(uri: &Uri) -> Duration {
 }
 
 fn text(status: StatusCode, message: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
 }
 
-async fn mutate(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn mutate(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let inner = &state.0;
     let Ok(_permit) = inner.in_flight.try_acquire() else {
         inner.metrics.reject("overloaded");
@@ -203,27 +213,28 @@ async fn mutate(State(state): State<AppState>, uri: Uri, headers: HeaderMap, bod
         );
     }
     let deadline = deadline(&uri);
-    let bytes = match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY_BYTES).collect()).await {
-        Err(_) => {
-            inner.metrics.reject("deadline");
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("request body not received within the {deadline:?} deadline"),
-            );
-        }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            inner.metrics.reject("too_large");
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
-            );
-        }
-        Ok(Err(e)) => {
-            inner.metrics.reject("bad_request");
-            return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let bytes =
+        match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+            Err(_) => {
+                inner.metrics.reject("deadline");
+                return text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("request body not received within the {deadline:?} deadline"),
+                );
+            }
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                inner.metrics.reject("too_large");
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
+                );
+            }
+            Ok(Err(e)) => {
+                inner.metrics.reject("bad_request");
+                return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
 
     let start = Instant::now();
     inner.metrics.in_flight.inc();
@@ -251,8 +262,12 @@ async fn mutate(State(state): State<AppState>, uri: Uri, headers: HeaderMap, bod
                 })
                 .inc();
             match &handled.message {
-                Some(message) => info!(uid = %handled.uid, kind, dry_run = handled.dry_run, reason, %message, "denied"),
-                None => debug!(uid = %handled.uid, kind, dry_run = handled.dry_run, decision = handled.decision.label(), "reviewed"),
+                Some(message) => {
+                    info!(uid = %handled.uid, kind, dry_run = handled.dry_run, reason, %message, "denied")
+                }
+                None => {
+                    debug!(uid = %handled.uid, kind, dry_run = handled.dry_run, decision = handled.decision.label(), "reviewed")
+                }
             }
             (
                 StatusCode::OK,
@@ -301,12 +316,13 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
     tls::install_crypto_provider();
     let certs = Arc::new(tls::CertStore::load(&options.tls_cert, &options.tls_key)?);
     let config = Arc::new(tls::server_config(certs.clone())?);
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| WebhookError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| WebhookError::Bind {
+                addr: options.listen,
+                source,
+            })?;
     let addr = listener.local_addr().map_err(|source| WebhookError::Bind {
         addr: options.listen,
         source,
@@ -328,7 +344,10 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
     if let Some(listen) = options.metrics_listen {
         let l = TcpListener::bind(listen)
             .await
-            .map_err(|source| WebhookError::Bind { addr: listen, source })?;
+            .map_err(|source| WebhookError::Bind {
+                addr: listen,
+                source,
+            })?;
         metrics_addr = l.local_addr().ok();
         tasks.push(tokio::spawn(serve(
             l,

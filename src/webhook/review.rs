@@ -84,18 +84,21 @@ struct ReviewOut<'a> {
 struct ResponseOut<'a> {
     uid: &'a str,
     allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
+    status: StatusOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch: Option<String>,
 }
 
+/// A `metav1.Status`; always present so that clients with a strict type
+/// (kube-rs' `AdmissionResponse`) can read every answer.
 #[derive(Serialize)]
 struct StatusOut<'a> {
     code: u16,
+    #[serde(skip_serializing_if = "str::is_empty")]
     message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
     reason: &'static str,
 }
 
@@ -155,11 +158,19 @@ pub struct Handled {
 }
 
 /// Handles one AdmissionReview body.
-pub fn handle(body: &[u8], injector: &Injector, pools: &dyn PoolSource) -> Result<Handled, ReviewError> {
+pub fn handle(
+    body: &[u8],
+    injector: &Injector,
+    pools: &dyn PoolSource,
+) -> Result<Handled, ReviewError> {
     let review: ReviewIn<'_> = serde_json::from_slice(body)?;
     match review.kind.as_deref() {
         Some("AdmissionReview") => {}
-        other => return Err(ReviewError::WrongKind(other.unwrap_or_default().to_string())),
+        other => {
+            return Err(ReviewError::WrongKind(
+                other.unwrap_or_default().to_string(),
+            ))
+        }
     }
     match review.api_version.as_deref() {
         Some(API_VERSION) => {}
@@ -189,7 +200,13 @@ pub fn handle(body: &[u8], injector: &Injector, pools: &dyn PoolSource) -> Resul
     let decided = if !applies {
         Ok(None)
     } else {
-        decide(kind, request.object, request.namespace.as_deref(), injector, pools)
+        decide(
+            kind,
+            request.object,
+            request.namespace.as_deref(),
+            injector,
+            pools,
+        )
     };
     let (decision, patch, message) = match decided {
         Ok(None) if applies => (Decision::Unchanged, None, None),
@@ -204,11 +221,18 @@ pub fn handle(body: &[u8], injector: &Injector, pools: &dyn PoolSource) -> Resul
         response: ResponseOut {
             uid: &uid,
             allowed: !matches!(decision, Decision::Denied(_)),
-            status: message.as_deref().map(|m| StatusOut {
-                code: 403,
-                message: m,
-                reason: "Forbidden",
-            }),
+            status: match message.as_deref() {
+                Some(m) => StatusOut {
+                    code: 403,
+                    message: m,
+                    reason: "Forbidden",
+                },
+                None => StatusOut {
+                    code: 200,
+                    message: "",
+                    reason: "",
+                },
+            },
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
         },
@@ -256,15 +280,22 @@ fn decide(
 }
 
 fn parse_object<T: serde::de::DeserializeOwned>(raw: &RawValue, kind: &str) -> Result<T, Denial> {
-    serde_json::from_str(raw.get())
-        .map_err(|e| ("invalid", format!("runyard: request.object is not a valid {kind}: {e}")))
+    serde_json::from_str(raw.get()).map_err(|e| {
+        (
+            "invalid",
+            format!("runyard: request.object is not a valid {kind}: {e}"),
+        )
+    })
 }
 
 fn namespace_of<'a>(request: Option<&'a str>, object: Option<&'a str>) -> Result<&'a str, Denial> {
     request
         .filter(|n| !n.is_empty())
         .or(object.filter(|n| !n.is_empty()))
-        .ok_or(("invalid", "runyard: the request has no namespace".to_string()))
+        .ok_or((
+            "invalid",
+            "runyard: the request has no namespace".to_string(),
+        ))
 }
 
 fn outcome_patch<T>(

@@ -28,7 +28,10 @@ pub enum TlsError {
     #[error("{path}: {detail}")]
     BadPem { path: PathBuf, detail: String },
     #[error("the private key in {path} is not usable: {source}")]
-    BadKey { path: PathBuf, source: rustls::Error },
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -39,7 +42,12 @@ pub fn install_crypto_provider() {
 }
 
 /// Parses a certificate chain and private key from PEM bytes.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+pub fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::BadPem {
@@ -85,7 +93,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 impl CertStore {
     /// Loads the certificate and key; fails if either is unusable.
-    pub fn load(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Result<Self, TlsError> {
+    pub fn load(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+    ) -> Result<Self, TlsError> {
         let (cert_path, key_path) = (cert_path.into(), key_path.into());
         let (cert, key) = (read(&cert_path)?, read(&key_path)?);
         let ck = certified_key(&cert, &key, &cert_path, &key_path)?;
