@@ -110,8 +110,9 @@ pub fn inject_value(
             return Ok(value);
         }
         ("batch/v1", "Job") => {
-            let job: Job = serde_json::from_value(value.clone())
+            let mut job: Job = serde_json::from_value(value.clone())
                 .map_err(|e| invalid("Job", &value, e.to_string()))?;
+            job.metadata.managed_fields = None;
             match injector.mutate_job(&job, &namespace, pools) {
                 Ok(Outcome::Mutated { patch, .. }) => patch,
                 Ok(_) => return Ok(value),
@@ -119,8 +120,9 @@ pub fn inject_value(
             }
         }
         ("v1", "Pod") => {
-            let pod: Pod = serde_json::from_value(value.clone())
+            let mut pod: Pod = serde_json::from_value(value.clone())
                 .map_err(|e| invalid("Pod", &value, e.to_string()))?;
+            pod.metadata.managed_fields = None;
             match injector.mutate_pod(&pod, &namespace, pools) {
                 Ok(Outcome::Mutated { patch, .. }) => patch,
                 Ok(_) => return Ok(value),

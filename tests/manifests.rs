@@ -34,7 +34,10 @@ fn every_resource_parses_and_names_its_kind() {
     let kustomization = &docs("kustomization.yaml")[0];
     for file in kustomization["resources"].as_array().expect("resources") {
         for doc in docs(file.as_str().expect("file")) {
-            assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{file}");
+            assert!(
+                doc["apiVersion"].is_string() && doc["kind"].is_string(),
+                "{file}"
+            );
             assert!(doc["metadata"]["name"].is_string(), "{file}");
         }
     }
@@ -54,17 +57,26 @@ fn mutating_webhooks_follow_the_design() {
         assert!(hook.timeout_seconds.is_some_and(|t| t <= 10));
         let selector = hook.object_selector.as_ref().expect("objectSelector");
         let expr = &selector.match_expressions.as_ref().expect("expressions")[0];
-        assert_eq!((expr.key.as_str(), expr.operator.as_str()), ("runyard.dev/pool", "Exists"));
+        assert_eq!(
+            (expr.key.as_str(), expr.operator.as_str()),
+            ("runyard.dev/pool", "Exists")
+        );
         let ns = hook.namespace_selector.as_ref().expect("namespaceSelector");
         let excluded = ns.match_expressions.as_ref().expect("expressions")[0]
             .values
             .clone()
             .unwrap_or_default();
-        assert!(excluded.contains(&"kube-system".to_string()) && excluded.contains(&"runyard".to_string()));
+        assert!(
+            excluded.contains(&"kube-system".to_string())
+                && excluded.contains(&"runyard".to_string())
+        );
         let service = hook.client_config.service.as_ref().expect("service");
         assert_eq!(service.path.as_deref(), Some("/mutate"));
         for rule in hook.rules.iter().flatten() {
-            assert_eq!(rule.operations.as_deref(), Some(&["CREATE".to_string()][..]));
+            assert_eq!(
+                rule.operations.as_deref(),
+                Some(&["CREATE".to_string()][..])
+            );
             resources.extend(rule.resources.clone().unwrap_or_default());
         }
     }
@@ -77,22 +89,36 @@ fn webhook_rbac_is_read_only_on_pools() {
     let role: ClusterRole = serde_json::from_value(find("ClusterRole")).expect("typed");
     let rules = role.rules.expect("rules");
     assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].resources.as_deref(), Some(&["workerpools".to_string()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["workerpools".to_string()][..])
+    );
     assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
 }
 
 #[test]
 fn deployment_is_non_root_and_uses_the_certs_secret() {
     let deployment: Deployment = serde_json::from_value(find("Deployment")).expect("typed");
-    let pod = deployment.spec.expect("spec").template.spec.expect("pod spec");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
     let sc = pod.security_context.expect("security context");
     assert_eq!(sc.run_as_user, Some(1983));
     assert_eq!(sc.run_as_non_root, Some(true));
     let c = &pod.containers[0];
-    let csc = c.security_context.as_ref().expect("container security context");
+    let csc = c
+        .security_context
+        .as_ref()
+        .expect("container security context");
     assert_eq!(csc.read_only_root_filesystem, Some(true));
     assert_eq!(csc.allow_privilege_escalation, Some(false));
-    let secret = pod.volumes.expect("volumes")[0].secret.clone().expect("secret volume");
+    let secret = pod.volumes.expect("volumes")[0]
+        .secret
+        .clone()
+        .expect("secret volume");
     // The default name `runyard certs --secret` writes.
     assert_eq!(secret.secret_name.as_deref(), Some("runyard-webhook-tls"));
     // Every flag in the manifest is one the binary accepts.
@@ -102,16 +128,29 @@ fn deployment_is_non_root_and_uses_the_certs_secret() {
         .arg("--help")
         .output()
         .expect("run runyard");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn kubectl_kustomize_renders_when_kubectl_is_installed() {
-    let Ok(out) = std::process::Command::new("kubectl").args(["kustomize", DIR]).output() else {
-        eprintln!("SKIPPED: kubectl is not installed; the kustomization was checked structurally only");
+    let Ok(out) = std::process::Command::new("kubectl")
+        .args(["kustomize", DIR])
+        .output()
+    else {
+        eprintln!(
+            "SKIPPED: kubectl is not installed; the kustomization was checked structurally only"
+        );
         return;
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(rendered.contains("kind: MutatingWebhookConfiguration"));
     assert!(rendered.contains("name: workerpools.workers.runyard.dev"));

@@ -229,13 +229,23 @@ impl Injector {
         namespace: &str,
         pools: &dyn PoolSource,
     ) -> Result<Outcome<Job>, InjectError> {
-        let Some(pool_name) = label(&job.metadata, LABEL_POOL) else {
+        self.mutate_job_owned(job.clone(), namespace, pools)
+    }
+
+    /// [`Self::mutate_job`] taking the object by value (one copy fewer).
+    pub fn mutate_job_owned(
+        &self,
+        job: Job,
+        namespace: &str,
+        pools: &dyn PoolSource,
+    ) -> Result<Outcome<Job>, InjectError> {
+        let Some(pool_name) = label(&job.metadata, LABEL_POOL).map(str::to_string) else {
             return Ok(Outcome::NotARun);
         };
         let pool = pools
-            .pool(namespace, pool_name)
+            .pool(namespace, &pool_name)
             .ok_or_else(|| InjectError::PoolNotFound {
-                pool: pool_name.to_string(),
+                pool: pool_name.clone(),
                 namespace: namespace.to_string(),
             })?;
         let mut new = job.clone();
@@ -247,7 +257,7 @@ impl Injector {
         if let Some(t) = label(template_meta, LABEL_POOL) {
             if t != pool_name {
                 return Err(InjectError::PoolLabelMismatch {
-                    job: pool_name.to_string(),
+                    job: pool_name,
                     template: t.to_string(),
                 });
             }
@@ -261,7 +271,7 @@ impl Injector {
         if !claimed {
             spec.suspend = Some(true);
         }
-        set_label(template_meta, LABEL_POOL, pool_name);
+        set_label(template_meta, LABEL_POOL, &pool_name);
         set_label(template_meta, LABEL_RUN_ID, &run_id);
         let pod_spec = spec
             .template
@@ -269,7 +279,7 @@ impl Injector {
             .as_mut()
             .ok_or_else(|| InjectError::Invalid("the Job's pod template has no spec".into()))?;
         let ctx = pod::PodContext {
-            pool_name,
+            pool_name: &pool_name,
             pool: &pool.spec,
             run_id: &run_id,
             facts: self.facts,
@@ -277,7 +287,7 @@ impl Injector {
         };
         pod::inject(template_meta, pod_spec, &ctx)?;
         set_label(&mut new.metadata, LABEL_RUN_ID, &run_id);
-        finish(job, new)
+        finish(job, new, patch::diff_job)
     }
 
     /// Mutates a Pod at CREATE. Pods from an injected template pass through
@@ -289,13 +299,23 @@ impl Injector {
         namespace: &str,
         pools: &dyn PoolSource,
     ) -> Result<Outcome<Pod>, InjectError> {
-        let Some(pool_name) = label(&pod.metadata, LABEL_POOL) else {
+        self.mutate_pod_owned(pod.clone(), namespace, pools)
+    }
+
+    /// [`Self::mutate_pod`] taking the object by value (one copy fewer).
+    pub fn mutate_pod_owned(
+        &self,
+        pod: Pod,
+        namespace: &str,
+        pools: &dyn PoolSource,
+    ) -> Result<Outcome<Pod>, InjectError> {
+        let Some(pool_name) = label(&pod.metadata, LABEL_POOL).map(str::to_string) else {
             return Ok(Outcome::NotARun);
         };
         let pool = pools
-            .pool(namespace, pool_name)
+            .pool(namespace, &pool_name)
             .ok_or_else(|| InjectError::PoolNotFound {
-                pool: pool_name.to_string(),
+                pool: pool_name.clone(),
                 namespace: namespace.to_string(),
             })?;
         let spec = pod
@@ -303,7 +323,7 @@ impl Injector {
             .as_ref()
             .ok_or_else(|| InjectError::Invalid("the Pod has no spec".into()))?;
         if is_injected(&pod.metadata) {
-            pod::check_policy(pool_name, &pool.spec, spec)?;
+            pod::check_policy(&pool_name, &pool.spec, spec)?;
             return Ok(Outcome::Unchanged);
         }
         let mut new = pod.clone();
@@ -315,7 +335,7 @@ impl Injector {
         });
         let claimed = label(&pod.metadata, LABEL_WORKER).is_some();
         let ctx = pod::PodContext {
-            pool_name,
+            pool_name: &pool_name,
             pool: &pool.spec,
             run_id: &run_id,
             facts: self.facts,
@@ -324,18 +344,20 @@ impl Injector {
         let spec = new.spec.get_or_insert_with(Default::default);
         set_label(&mut new.metadata, LABEL_RUN_ID, &run_id);
         pod::inject(&mut new.metadata, spec, &ctx)?;
-        finish(pod, new)
+        finish(pod, new, patch::diff_pod)
     }
 }
 
-fn finish<T: Serialize + PartialEq>(old: &T, new: T) -> Result<Outcome<T>, InjectError> {
-    if *old == new {
+fn finish<T: PartialEq>(
+    old: T,
+    mut new: T,
+    diff: fn(T, &mut T) -> Result<Patch, patch::SerError>,
+) -> Result<Outcome<T>, InjectError> {
+    if old == new {
         return Ok(Outcome::Unchanged);
     }
-    let to_value = |v: &T| {
-        serde_json::to_value(v).map_err(|e| InjectError::Invalid(format!("serialising: {e}")))
-    };
-    let patch = patch::diff(&to_value(old)?, &to_value(&new)?);
+    let patch =
+        diff(old, &mut new).map_err(|e| InjectError::Invalid(format!("serialising: {e}")))?;
     if patch.0.is_empty() {
         return Ok(Outcome::Unchanged);
     }

@@ -9,6 +9,9 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume, VolumeMount};
+use serde::Serialize;
 use serde_json::Value;
 
 /// The operations that turn `old` into `new`.
@@ -125,6 +128,263 @@ fn align(old: &[Value], new: &[Value]) -> Option<Alignment> {
         }
     }
     (next_old == old.len()).then_some(alignment)
+}
+
+// ---------------------------------------------------------------------------
+// Typed diff: the same operations as `diff` over the serialised objects, but
+// elements that compare equal as Rust values are never serialised. The heavy
+// lists (containers, env, mounts, volumes) are diffed element by element; the
+// small remainder of each struct goes through `diff` as JSON.
+
+/// Error turning a typed object into JSON (not expected for k8s-openapi types).
+pub type SerError = serde_json::Error;
+
+fn value<T: Serialize + ?Sized>(v: &T) -> Result<Value, SerError> {
+    serde_json::to_value(v)
+}
+
+/// Diff of two serialisable values through JSON.
+fn diff_json<T: Serialize>(
+    path: &mut PointerBuf,
+    old: &T,
+    new: &T,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), SerError> {
+    diff_at(path, &value(old)?, &value(new)?, ops);
+    Ok(())
+}
+
+/// Named list elements whose changes are themselves diffed typed.
+trait Element: Serialize + PartialEq + Sized {
+    fn key(&self) -> &str;
+    fn diff_into(
+        self,
+        new: &mut Self,
+        path: &mut PointerBuf,
+        ops: &mut Vec<PatchOperation>,
+    ) -> Result<(), SerError> {
+        diff_json(path, &self, new, ops)
+    }
+}
+
+impl Element for EnvVar {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+impl Element for Volume {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+impl Element for VolumeMount {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+impl Element for Container {
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn diff_into(
+        mut self,
+        new: &mut Self,
+        path: &mut PointerBuf,
+        ops: &mut Vec<PatchOperation>,
+    ) -> Result<(), SerError> {
+        diff_field(path, "env", self.env.take(), &mut new.env, ops)?;
+        diff_field(
+            path,
+            "volumeMounts",
+            self.volume_mounts.take(),
+            &mut new.volume_mounts,
+            ops,
+        )?;
+        let (env, mounts) = (new.env.take(), new.volume_mounts.take());
+        let rest = diff_json(path, &self, new, ops);
+        (new.env, new.volume_mounts) = (env, mounts);
+        rest
+    }
+}
+
+/// Diffs an optional list field `name` of the struct at `path`.
+fn diff_field<T: Element>(
+    path: &mut PointerBuf,
+    name: &str,
+    old: Option<Vec<T>>,
+    new: &mut Option<Vec<T>>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), SerError> {
+    path.push_back(name);
+    let result = match (old, new.as_mut()) {
+        (None, None) => Ok(()),
+        (None, Some(n)) => value(n).map(|v| {
+            ops.push(PatchOperation::Add(AddOperation {
+                path: path.clone(),
+                value: v,
+            }))
+        }),
+        (Some(_), None) => {
+            ops.push(PatchOperation::Remove(RemoveOperation {
+                path: path.clone(),
+            }));
+            Ok(())
+        }
+        (Some(o), Some(n)) => diff_list(path, o, n, ops),
+    };
+    path.pop_back();
+    result
+}
+
+fn diff_list<T: Element>(
+    path: &mut PointerBuf,
+    old: Vec<T>,
+    new: &mut [T],
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), SerError> {
+    if old.as_slice() == &*new {
+        return Ok(());
+    }
+    // Align as `align` does for JSON: by key, old elements kept in order.
+    let mut inserted = Vec::new();
+    let mut matched = Vec::new();
+    let mut next_old = 0;
+    for (i, n) in new.iter().enumerate() {
+        if next_old < old.len() && old[next_old].key() == n.key() {
+            matched.push(i);
+            next_old += 1;
+        } else {
+            inserted.push(i);
+        }
+    }
+    if next_old != old.len() {
+        ops.push(PatchOperation::Replace(ReplaceOperation {
+            path: path.clone(),
+            value: value(&*new)?,
+        }));
+        return Ok(());
+    }
+    for i in inserted {
+        path.push_back(i);
+        ops.push(PatchOperation::Add(AddOperation {
+            path: path.clone(),
+            value: value(&new[i])?,
+        }));
+        path.pop_back();
+    }
+    for (o, i) in old.into_iter().zip(matched) {
+        if o != new[i] {
+            path.push_back(i);
+            o.diff_into(&mut new[i], path, ops)?;
+            path.pop_back();
+        }
+    }
+    Ok(())
+}
+
+fn diff_pod_spec(
+    path: &mut PointerBuf,
+    mut old: PodSpec,
+    new: &mut PodSpec,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), SerError> {
+    if old == *new {
+        return Ok(());
+    }
+    let containers = std::mem::take(&mut old.containers);
+    path.push_back("containers");
+    diff_list(path, containers, &mut new.containers, ops)?;
+    path.pop_back();
+    diff_field(
+        path,
+        "initContainers",
+        old.init_containers.take(),
+        &mut new.init_containers,
+        ops,
+    )?;
+    diff_field(path, "volumes", old.volumes.take(), &mut new.volumes, ops)?;
+    let taken = (
+        std::mem::take(&mut new.containers),
+        new.init_containers.take(),
+        new.volumes.take(),
+    );
+    let rest = diff_json(path, &old, new, ops);
+    (new.containers, new.init_containers, new.volumes) = taken;
+    rest
+}
+
+/// Diffs two structs whose optional heavy part (taken out by `take`, put
+/// back by `put`) is diffed by `heavy`, and the rest as JSON.
+fn split_diff<S: Serialize, P>(
+    path: &mut PointerBuf,
+    old: &mut S,
+    new: &mut S,
+    take: impl Fn(&mut S) -> Option<P>,
+    put: impl Fn(&mut S, Option<P>),
+    heavy: impl FnOnce(&mut PointerBuf, P, &mut P, &mut Vec<PatchOperation>) -> Result<(), SerError>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), SerError> {
+    match (take(old), take(new)) {
+        (Some(o), Some(mut n)) => {
+            let result =
+                heavy(path, o, &mut n, ops).and_then(|()| diff_json(path, &*old, &*new, ops));
+            put(new, Some(n));
+            result
+        }
+        (o, n) => {
+            put(old, o);
+            put(new, n);
+            diff_json(path, &*old, &*new, ops)
+        }
+    }
+}
+
+fn at_pod_spec(
+    keys: &'static [&'static str],
+) -> impl FnOnce(&mut PointerBuf, PodSpec, &mut PodSpec, &mut Vec<PatchOperation>) -> Result<(), SerError>
+{
+    move |path, old, new, ops| {
+        keys.iter().for_each(|k| path.push_back(*k));
+        let result = diff_pod_spec(path, old, new, ops);
+        keys.iter().for_each(|_| {
+            path.pop_back();
+        });
+        result
+    }
+}
+
+/// The patch from `old` to `new`, equal to `diff` of their JSON forms.
+pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<Patch, SerError> {
+    let mut ops = Vec::new();
+    split_diff(
+        &mut PointerBuf::new(),
+        &mut old,
+        new,
+        |p| p.spec.take(),
+        |p, s| p.spec = s,
+        at_pod_spec(&["spec"]),
+        &mut ops,
+    )?;
+    Ok(Patch(ops))
+}
+
+/// The patch from `old` to `new`, equal to `diff` of their JSON forms.
+pub fn diff_job(mut old: Job, new: &mut Job) -> Result<Patch, SerError> {
+    let mut ops = Vec::new();
+    split_diff(
+        &mut PointerBuf::new(),
+        &mut old,
+        new,
+        |j| j.spec.as_mut().and_then(|s| s.template.spec.take()),
+        |j, pod_spec| {
+            if let Some(s) = j.spec.as_mut() {
+                s.template.spec = pod_spec;
+            }
+        },
+        at_pod_spec(&["spec", "template", "spec"]),
+        &mut ops,
+    )?;
+    Ok(Patch(ops))
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use super::*;
 use crate::crd::{ContainerSettings, WorkerPoolSpec, DEFAULT_ACTIVE_DEADLINE_SECONDS};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ObjectFieldSelector, PodSchedulingGate, PodSecurityContext, PodSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PodSchedulingGate, PodSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::de::DeserializeOwned;
@@ -515,18 +515,20 @@ fn prepare_worker(
             .unwrap_or_default(),
     )?;
     apply_resources(c, settings);
-    let current = c.security_context.clone().unwrap_or_default();
-    let privileged = current.privileged == Some(true);
-    let mut defaults = settings
-        .and_then(|s| s.security_context.clone())
-        .unwrap_or_default();
-    if !privileged {
-        defaults.allow_privilege_escalation.get_or_insert(false);
+    let pool_sc = settings.and_then(|s| s.security_context.as_ref());
+    let sc = c.security_context.get_or_insert_with(Default::default);
+    if let Some(pool_sc) = pool_sc {
+        // Rare path: the pool sets worker security fields; merge them generically.
+        let merged = fill_missing(&*sc, pool_sc)?;
+        if *sc != merged {
+            *sc = merged;
+        }
     }
-    defaults.capabilities.get_or_insert_with(drop_all);
-    let merged = fill_missing(&current, &defaults)?;
-    if c.security_context.as_ref() != Some(&merged) {
-        c.security_context = Some(merged);
+    if sc.privileged != Some(true) && sc.allow_privilege_escalation.is_none() {
+        sc.allow_privilege_escalation = Some(false);
+    }
+    if sc.capabilities.is_none() {
+        sc.capabilities = Some(drop_all());
     }
     Ok(())
 }
@@ -640,25 +642,23 @@ fn inject_pod_fields(
     let pool_pod = &ctx.pool.pod;
 
     // Pod security context: the run's values, then the pool's, then runyard's defaults.
-    let defaults = PodSecurityContext {
-        run_as_user: Some(RUNYARD_UID),
-        run_as_group: Some(RUNYARD_UID),
-        fs_group: Some(RUNYARD_UID),
-        run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
+    let sc = spec.security_context.get_or_insert_with(Default::default);
+    if let Some(pool_sc) = &pool_pod.security_context {
+        // Rare path: the pool sets pod security fields; the run's own win.
+        let merged = fill_missing(&*sc, pool_sc)?;
+        if *sc != merged {
+            *sc = merged;
+        }
+    }
+    sc.run_as_user.get_or_insert(RUNYARD_UID);
+    sc.run_as_group.get_or_insert(RUNYARD_UID);
+    sc.fs_group.get_or_insert(RUNYARD_UID);
+    sc.run_as_non_root.get_or_insert(true);
+    if sc.seccomp_profile.is_none() {
+        sc.seccomp_profile = Some(SeccompProfile {
             type_: "RuntimeDefault".to_string(),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let defaults = match &pool_pod.security_context {
-        Some(pool) => fill_missing(pool, &defaults)?,
-        None => defaults,
-    };
-    let current = spec.security_context.clone().unwrap_or_default();
-    let merged = fill_missing(&current, &defaults)?;
-    if spec.security_context.as_ref() != Some(&merged) {
-        spec.security_context = Some(merged);
+        });
     }
 
     let labels = meta.labels.get_or_insert_with(Default::default);

@@ -264,15 +264,20 @@ fn decide(
 ) -> Result<Option<Decided>, Denial> {
     let object = object.ok_or(("invalid", "runyard: request.object is missing".to_string()))?;
     let patch = match kind {
+        // managedFields are large and never patched: dropping them from the
+        // typed copy keeps them out of the diff, and the patch still applies
+        // to the object the API server holds.
         ReviewKind::Job => {
-            let job: Job = parse_object(object, "Job")?;
+            let mut job: Job = parse_object(object, "Job")?;
+            job.metadata.managed_fields = None;
             let ns = namespace_of(namespace, job.metadata.namespace.as_deref())?;
-            outcome_patch(injector.mutate_job(&job, ns, pools))?
+            outcome_patch(injector.mutate_job_owned(job, &ns, pools))?
         }
         ReviewKind::Pod => {
-            let pod: Pod = parse_object(object, "Pod")?;
+            let mut pod: Pod = parse_object(object, "Pod")?;
+            pod.metadata.managed_fields = None;
             let ns = namespace_of(namespace, pod.metadata.namespace.as_deref())?;
-            outcome_patch(injector.mutate_pod(&pod, ns, pools))?
+            outcome_patch(injector.mutate_pod_owned(pod, &ns, pools))?
         }
         ReviewKind::Other => return Ok(None),
     };
@@ -288,10 +293,11 @@ fn parse_object<T: serde::de::DeserializeOwned>(raw: &RawValue, kind: &str) -> R
     })
 }
 
-fn namespace_of<'a>(request: Option<&'a str>, object: Option<&'a str>) -> Result<&'a str, Denial> {
+fn namespace_of(request: Option<&str>, object: Option<&str>) -> Result<String, Denial> {
     request
         .filter(|n| !n.is_empty())
         .or(object.filter(|n| !n.is_empty()))
+        .map(str::to_string)
         .ok_or((
             "invalid",
             "runyard: the request has no namespace".to_string(),
