@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn setup() -> (Injector, StaticPools, Vec<(&'static str, Vec<u8>)>) {
     let root = env!("CARGO_MANIFEST_DIR");
-    let pools = runyard::pools::load_pool_file(&format!("{root}/benches/data/pools.yaml").as_ref())
+    let pools = runyard::pools::load_pool_file(format!("{root}/benches/data/pools.yaml").as_ref())
         .expect("pools");
     let bodies = ["review-6k.json", "review-16k.json"]
         .into_iter()
