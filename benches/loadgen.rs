@@ -130,7 +130,9 @@ async fn main() {
                 match conn.post("/mutate?timeout=10s", body.clone()).await {
                     Ok(reply) => {
                         *tally.statuses.entry(reply.status.as_u16()).or_default() += 1;
-                        tally.latencies_us.push(scheduled.elapsed().as_micros() as u64);
+                        tally
+                            .latencies_us
+                            .push(scheduled.elapsed().as_micros() as u64);
                     }
                     Err(_) => tally.errors += 1,
                 }
@@ -177,6 +179,11 @@ async fn main() {
     );
     if let Some(s) = sampler {
         let (peak, now) = s.await.expect("sampler");
-        println!("{}: server RSS peak {:.1} MiB, at end {:.1} MiB", args.label, peak as f64 / 1024.0, now as f64 / 1024.0);
+        println!(
+            "{}: server RSS peak {:.1} MiB, at end {:.1} MiB",
+            args.label,
+            peak as f64 / 1024.0,
+            now as f64 / 1024.0
+        );
     }
 }

@@ -25,7 +25,11 @@ fn every_cli_flag_is_documented() {
     check(&cli);
     for sub in cli.get_subcommands() {
         check(sub);
-        assert!(README.contains(&format!("runyard {}", sub.get_name())), "command {}", sub.get_name());
+        assert!(
+            README.contains(&format!("runyard {}", sub.get_name())),
+            "command {}",
+            sub.get_name()
+        );
     }
     assert!(missing.is_empty(), "README lacks: {missing:?}");
 }
@@ -38,7 +42,12 @@ fn field_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
             // runyard's own structs: spec, spec.pod, the container settings, status.
             let own = matches!(
                 path.as_str(),
-                ".spec" | ".spec.pod" | ".status" | ".spec.pod.initContainer" | ".spec.pod.launcherContainer" | ".spec.pod.workerContainer"
+                ".spec"
+                    | ".spec.pod"
+                    | ".status"
+                    | ".spec.pod.initContainer"
+                    | ".spec.pod.launcherContainer"
+                    | ".spec.pod.workerContainer"
             );
             if own {
                 field_paths(child, &path, out);
@@ -56,10 +65,17 @@ fn every_worker_pool_field_is_documented() {
     let mut missing = Vec::new();
     for path in paths {
         let path = path.trim_start_matches('.');
-        if matches!(path, "apiVersion" | "kind" | "metadata" | "spec" | "status" | "spec.pod") {
+        if matches!(
+            path,
+            "apiVersion" | "kind" | "metadata" | "spec" | "status" | "spec.pod"
+        ) {
             continue;
         }
-        let settings = ["spec.pod.initContainer.", "spec.pod.launcherContainer.", "spec.pod.workerContainer."];
+        let settings = [
+            "spec.pod.initContainer.",
+            "spec.pod.launcherContainer.",
+            "spec.pod.workerContainer.",
+        ];
         let documented = match settings.iter().find(|p| path.starts_with(*p)) {
             Some(prefix) => README.contains(&format!("| `{}` |", &path[prefix.len()..])),
             None => README.contains(&format!("`{path}`")),
@@ -68,5 +84,8 @@ fn every_worker_pool_field_is_documented() {
             missing.push(path.to_string());
         }
     }
-    assert!(missing.is_empty(), "README lacks WorkerPool fields: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README lacks WorkerPool fields: {missing:?}"
+    );
 }
