@@ -10,7 +10,7 @@ use crate::injection::{Injector, Outcome, PoolSource};
 use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The only AdmissionReview version runyard speaks.
@@ -69,37 +69,6 @@ struct Gvk {
     version: String,
     #[serde(default)]
     kind: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    status: StatusOut<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-}
-
-/// A `metav1.Status`; always present so that clients with a strict type
-/// (kube-rs' `AdmissionResponse`) can read every answer.
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    code: u16,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    message: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    reason: &'static str,
 }
 
 /// What the webhook decided; also the `decision` metric label.
@@ -215,29 +184,7 @@ pub fn handle(
         Ok(Some(Decided::Patch(p))) => (Decision::Patched, Some(p), None),
         Err((reason, msg)) => (Decision::Denied(reason), None, Some(msg)),
     };
-    let response = ReviewOut {
-        api_version: API_VERSION,
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &uid,
-            allowed: !matches!(decision, Decision::Denied(_)),
-            status: match message.as_deref() {
-                Some(m) => StatusOut {
-                    code: 403,
-                    message: m,
-                    reason: "Forbidden",
-                },
-                None => StatusOut {
-                    code: 200,
-                    message: "",
-                    reason: "",
-                },
-            },
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-        },
-    };
-    let body = serde_json::to_vec(&response)?;
+    let body = response_body(&uid, &decision, patch.as_deref(), message.as_deref())?;
     Ok(Handled {
         body,
         uid,
@@ -246,6 +193,47 @@ pub fn handle(
         message,
         dry_run,
     })
+}
+
+/// Writes the AdmissionReview response. Built by hand into one buffer: the
+/// base64 patch (the bulk of the body) is encoded straight into it, and needs
+/// no JSON escaping; the uid and message go through serde_json's escaping.
+fn response_body(
+    uid: &str,
+    decision: &Decision,
+    patch: Option<&[u8]>,
+    message: Option<&str>,
+) -> Result<Vec<u8>, ReviewError> {
+    use base64::engine::general_purpose::STANDARD;
+    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(160 + uid.len() + patch_len + message.map_or(0, str::len));
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    serde_json::to_writer(&mut out, uid)?;
+    let allowed = !matches!(decision, Decision::Denied(_));
+    match message {
+        Some(message) if !allowed => {
+            out.extend_from_slice(
+                br#","allowed":false,"status":{"code":403,"reason":"Forbidden","message":"#,
+            );
+            serde_json::to_writer(&mut out, message)?;
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(br#","allowed":true,"status":{"code":200}"#),
+    }
+    if let Some(patch) = patch {
+        out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let written = STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .map_err(|e| ReviewError::Malformed(serde::ser::Error::custom(e)))?;
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
 }
 
 enum Decided {
@@ -310,9 +298,12 @@ fn outcome_patch<T>(
     match outcome {
         Ok(Outcome::NotARun) => Ok(Some(Decided::NotARun)),
         Ok(Outcome::Unchanged) => Ok(None),
-        Ok(Outcome::Mutated { patch, .. }) => serde_json::to_vec(&patch)
-            .map(|p| Some(Decided::Patch(p)))
-            .map_err(|e| ("invalid", format!("runyard: serialising the patch: {e}"))),
+        Ok(Outcome::Mutated { patch, .. }) => {
+            let mut bytes = Vec::with_capacity(8 * 1024);
+            serde_json::to_writer(&mut bytes, &patch)
+                .map(|()| Some(Decided::Patch(bytes)))
+                .map_err(|e| ("invalid", format!("runyard: serialising the patch: {e}")))
+        }
         Err(e) => Err((e.reason(), e.to_string())),
     }
 }
