@@ -305,7 +305,9 @@ pub struct WorkerSpec {
 }
 
 /// Phase of a worker.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum WorkerPhase {
     /// Waiting for a run.
     #[default]

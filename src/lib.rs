@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod inject;

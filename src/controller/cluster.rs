@@ -1,0 +1,299 @@
+//! The controller's view of the API: fresh reads of one pool's objects and
+//! guarded writes. Implemented over kube-rs ([`KubeCluster`]) and in memory
+//! ([`super::memory::MemoryCluster`], for tests and benchmarks).
+
+use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
+use crate::injection::LABEL_POOL;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{
+    Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
+};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use serde_json::Value;
+use std::future::Future;
+
+/// Field manager of the controller's writes.
+pub const FIELD_MANAGER: &str = "runyard-controller";
+
+/// Why a write or read failed; `label()` is the metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("conflict: the object changed since it was read")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("timed out")]
+    Timeout,
+    #[error("API error: {0}")]
+    Api(String),
+}
+
+impl ClusterError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Conflict => "conflict",
+            Self::NotFound => "not_found",
+            Self::Timeout => "timeout",
+            Self::Api(_) => "api",
+        }
+    }
+}
+
+impl From<kube::Error> for ClusterError {
+    fn from(e: kube::Error) -> Self {
+        match &e {
+            kube::Error::Api(s) if s.code == 409 => Self::Conflict,
+            kube::Error::Api(s) if s.code == 404 => Self::NotFound,
+            kube::Error::Api(s) if s.code == 504 || s.code == 408 => Self::Timeout,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                let text = e.to_string();
+                if text.contains("timed out") || text.contains("timeout") {
+                    Self::Timeout
+                } else {
+                    Self::Api(text)
+                }
+            }
+            _ => Self::Api(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClusterError>;
+
+/// Reads and guarded writes of one namespace's runyard objects.
+pub trait Cluster: Send + Sync {
+    fn pool(&self, ns: &str, name: &str)
+        -> impl Future<Output = Result<Option<WorkerPool>>> + Send;
+    fn workers(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Worker>>> + Send;
+    /// Jobs labeled `runyard.dev/pool=<pool>`.
+    fn jobs(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Job>>> + Send;
+    /// Pods labeled `runyard.dev/pool=<pool>` (bare runs and Job pods).
+    fn pods(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Pod>>> + Send;
+    /// Creates a worker; the returned object carries its resourceVersion.
+    fn create_worker(
+        &self,
+        ns: &str,
+        worker: &Worker,
+    ) -> impl Future<Output = Result<Worker>> + Send;
+    /// Replaces a worker's status; fails with `Conflict` unless
+    /// `metadata.resourceVersion` is current.
+    fn replace_worker_status(
+        &self,
+        ns: &str,
+        worker: &Worker,
+    ) -> impl Future<Output = Result<Worker>> + Send;
+    /// Deletes a worker if its resourceVersion is still `rv`.
+    fn delete_worker(
+        &self,
+        ns: &str,
+        name: &str,
+        rv: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// JSON merge patch; a `metadata.resourceVersion` in it is a precondition.
+    fn patch_job(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// JSON merge patch; a `metadata.resourceVersion` in it is a precondition.
+    fn patch_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn delete_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn patch_pool_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &WorkerPoolStatus,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the container printed anything in the last `since_seconds`.
+    fn printed_since(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        since_seconds: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Publishes an Event about `regarding`.
+    fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// [`Cluster`] over the Kubernetes API.
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl KubeCluster {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+}
+
+fn selector(pool: &str) -> ListParams {
+    ListParams::default().labels(&format!("{LABEL_POOL}={pool}"))
+}
+
+impl Cluster for KubeCluster {
+    async fn pool(&self, ns: &str, name: &str) -> Result<Option<WorkerPool>> {
+        Ok(Api::<WorkerPool>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
+    async fn workers(&self, ns: &str, pool: &str) -> Result<Vec<Worker>> {
+        let lp = ListParams::default().labels(&format!("{}={pool}", super::LABEL_WORKER_POOL));
+        Ok(Api::<Worker>::namespaced(self.client.clone(), ns)
+            .list(&lp)
+            .await?
+            .items)
+    }
+
+    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<Job>> {
+        Ok(Api::<Job>::namespaced(self.client.clone(), ns)
+            .list(&selector(pool))
+            .await?
+            .items)
+    }
+
+    async fn pods(&self, ns: &str, pool: &str) -> Result<Vec<Pod>> {
+        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
+            .list(&selector(pool))
+            .await?
+            .items)
+    }
+
+    async fn create_worker(&self, ns: &str, worker: &Worker) -> Result<Worker> {
+        Ok(Api::<Worker>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), worker)
+            .await?)
+    }
+
+    async fn replace_worker_status(&self, ns: &str, worker: &Worker) -> Result<Worker> {
+        let api = Api::<Worker>::namespaced(self.client.clone(), ns);
+        let name = worker.metadata.name.clone().unwrap_or_default();
+        Ok(api
+            .replace_status(&name, &PostParams::default(), worker)
+            .await?)
+    }
+
+    async fn delete_worker(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(rv.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        Api::<Worker>::namespaced(self.client.clone(), ns)
+            .delete(name, &dp)
+            .await?;
+        Ok(())
+    }
+
+    async fn patch_job(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
+        Api::<Job>::namespaced(self.client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn patch_pod(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
+        match Api::<Pod>::namespaced(self.client.clone(), ns)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match ClusterError::from(e) {
+                ClusterError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn patch_pool_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &WorkerPoolStatus,
+    ) -> Result<()> {
+        let patch = serde_json::json!({ "status": status });
+        Api::<WorkerPool>::namespaced(self.client.clone(), ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn printed_since(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        since_seconds: i64,
+    ) -> Result<bool> {
+        let lp = LogParams {
+            container: Some(container.to_string()),
+            since_seconds: Some(since_seconds.max(1)),
+            limit_bytes: Some(1),
+            ..LogParams::default()
+        };
+        let text = Api::<Pod>::namespaced(self.client.clone(), ns)
+            .logs(pod, &lp)
+            .await?;
+        Ok(!text.is_empty())
+    }
+
+    async fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> Result<()> {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        self.recorder.publish(&ev, regarding).await?;
+        Ok(())
+    }
+}
+
+/// An ObjectReference for Events.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    obj.object_ref(&())
+}

@@ -1,0 +1,532 @@
+//! An in-memory [`Cluster`] with the API server's concurrency semantics:
+//! every write bumps a resourceVersion, guarded writes against a stale version
+//! fail with `Conflict`, and faults (conflicts, timeouts that did or did not
+//! apply, API errors) can be injected per operation. Used by the controller's
+//! tests and benchmarks.
+//!
+//! kube-fake-client (the controller-runtime-style fake) would be the natural
+//! choice, but its releases are built on kube 4 / k8s-openapi 0.28, whose
+//! `Client` is a different type from this crate's kube 5; tower-test mocks
+//! script single requests and cannot express concurrent controllers racing.
+
+use super::cluster::{Cluster, ClusterError, Result};
+use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
+use crate::injection::{label, LABEL_POOL};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Operations faults can be injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    Read,
+    CreateWorker,
+    WorkerStatus,
+    DeleteWorker,
+    PatchJob,
+    PatchPod,
+    DeletePod,
+    PoolStatus,
+}
+
+#[derive(Debug, Clone)]
+struct Fault {
+    op: Op,
+    error: ClusterError,
+    /// For writes: whether the write lands although the caller sees the error
+    /// (a timeout after the server applied it).
+    applied: bool,
+    remaining: usize,
+}
+
+/// A recorded Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub object: String,
+    pub reason: String,
+    pub note: String,
+    pub warning: bool,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    pools: BTreeMap<(String, String), WorkerPool>,
+    workers: BTreeMap<(String, String), Worker>,
+    jobs: BTreeMap<(String, String), Job>,
+    pods: BTreeMap<(String, String), Pod>,
+    events: Vec<RecordedEvent>,
+    silent_pods: Vec<String>,
+    faults: Vec<Fault>,
+    writes: BTreeMap<Op, usize>,
+}
+
+/// The in-memory cluster.
+#[derive(Default)]
+pub struct MemoryCluster {
+    state: Mutex<State>,
+    /// Yield to the scheduler at every call, so that concurrent controllers
+    /// interleave their reads and writes.
+    interleave: std::sync::atomic::AtomicBool,
+}
+
+fn key(ns: &str, name: &str) -> (String, String) {
+    (ns.to_string(), name.to_string())
+}
+
+fn stamp(meta: &mut ObjectMeta, rv: u64) {
+    meta.resource_version = Some(rv.to_string());
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| ClusterError::Api(e.to_string()))
+}
+
+fn from_value<T: DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v)
+        .map_err(|e| ClusterError::Api(format!("invalid object after patch: {e}")))
+}
+
+/// Applies a merge patch whose `metadata.resourceVersion` (if any) is a precondition.
+fn merge_guarded<T: Serialize + DeserializeOwned>(
+    obj: &T,
+    current_rv: &str,
+    patch: &Value,
+) -> Result<T> {
+    let mut patch = patch.clone();
+    if let Some(rv) = patch
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("resourceVersion"))
+    {
+        if rv.as_str() != Some(current_rv) {
+            return Err(ClusterError::Conflict);
+        }
+    }
+    let mut doc = to_value(obj)?;
+    json_patch::merge(&mut doc, &patch);
+    from_value(doc)
+}
+
+impl MemoryCluster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every call yields first, so that concurrently polled reconciles interleave.
+    pub fn interleave(&self, on: bool) {
+        self.interleave
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn yield_point(&self) {
+        if self.interleave.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Makes the next `count` calls of `op` fail with `error`; with `applied`,
+    /// writes still take effect (a timeout after the server applied them).
+    pub fn inject(&self, op: Op, error: ClusterError, count: usize, applied: bool) {
+        self.lock().faults.push(Fault {
+            op,
+            error,
+            applied,
+            remaining: count,
+        });
+    }
+
+    /// Writes made per operation (successful or applied-despite-error).
+    pub fn writes(&self, op: Op) -> usize {
+        self.lock().writes.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Checks for an injected fault. `Ok(None)`: go on. `Ok(Some(e))`: apply the
+    /// write, then return `e`. `Err(e)`: fail without applying.
+    fn fault(&self, op: Op) -> Result<Option<ClusterError>> {
+        let mut s = self.lock();
+        if let Some(f) = s.faults.iter_mut().find(|f| f.op == op && f.remaining > 0) {
+            f.remaining -= 1;
+            let (error, applied) = (f.error.clone(), f.applied);
+            return if applied { Ok(Some(error)) } else { Err(error) };
+        }
+        Ok(None)
+    }
+
+    fn bump(s: &mut State) -> u64 {
+        s.rv += 1;
+        s.rv
+    }
+
+    // ---- test setup and inspection -------------------------------------
+
+    pub fn add_pool(&self, ns: &str, name: &str, spec: crate::crd::WorkerPoolSpec) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        let mut p = WorkerPool::new(name, spec);
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.uid = Some(format!("uid-pool-{name}"));
+        p.metadata.generation = Some(1);
+        stamp(&mut p.metadata, rv);
+        s.pools.insert(key(ns, name), p);
+    }
+
+    pub fn set_pool_size(&self, ns: &str, name: &str, size: i32) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        if let Some(p) = s.pools.get_mut(&key(ns, name)) {
+            p.spec.pool_size = size;
+            p.metadata.generation = Some(p.metadata.generation.unwrap_or(0) + 1);
+            stamp(&mut p.metadata, rv);
+        }
+    }
+
+    /// Deletes a pool and, as the garbage collector would, its workers.
+    pub fn delete_pool(&self, ns: &str, name: &str) {
+        let mut s = self.lock();
+        s.pools.remove(&key(ns, name));
+        s.workers
+            .retain(|(wns, _), w| !(wns == ns && w.spec.pool == name));
+    }
+
+    pub fn pool_status(&self, ns: &str, name: &str) -> Option<WorkerPoolStatus> {
+        self.lock()
+            .pools
+            .get(&key(ns, name))
+            .and_then(|p| p.status.clone())
+    }
+
+    /// Adds a run Job as the webhook leaves it: suspended, pool-labeled.
+    pub fn add_queued_job(
+        &self,
+        ns: &str,
+        name: &str,
+        pool: &str,
+        created: i64,
+        priority: Option<i64>,
+    ) {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name, "namespace": ns,
+                "labels": { LABEL_POOL: pool },
+                "annotations": {},
+            },
+            "spec": {
+                "suspend": true,
+                "template": {
+                    "metadata": { "labels": { LABEL_POOL: pool }, "annotations": { crate::injection::ANNOTATION_INJECTED: "true" } },
+                    "spec": { "restartPolicy": "Never", "containers": [{ "name": "worker", "image": "alpine" }] }
+                }
+            }
+        }))
+        .unwrap_or_default();
+        if let Some(p) = priority {
+            job.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(crate::injection::ANNOTATION_PRIORITY.into(), p.to_string());
+        }
+        job.metadata.creation_timestamp = Timestamp::from_second(created).ok().map(Time);
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        stamp(&mut job.metadata, rv);
+        s.jobs.insert(key(ns, name), job);
+    }
+
+    /// Adds a Pod as given (bare runs, Job pods).
+    pub fn add_pod(&self, ns: &str, mut pod: Pod) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        pod.metadata.namespace = Some(ns.into());
+        stamp(&mut pod.metadata, rv);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        s.pods.insert(key(ns, &name), pod);
+    }
+
+    /// The Job controller's verdict on a Job.
+    pub fn finish_job(&self, ns: &str, name: &str, succeeded: bool) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        if let Some(j) = s.jobs.get_mut(&key(ns, name)) {
+            let cond = if succeeded { "Complete" } else { "Failed" };
+            j.status = Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: cond.into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            stamp(&mut j.metadata, rv);
+        }
+    }
+
+    pub fn set_pod_phase(&self, ns: &str, name: &str, phase: &str) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        if let Some(p) = s.pods.get_mut(&key(ns, name)) {
+            p.status = Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            });
+            stamp(&mut p.metadata, rv);
+        }
+    }
+
+    pub fn delete_job(&self, ns: &str, name: &str) {
+        self.lock().jobs.remove(&key(ns, name));
+    }
+
+    pub fn job(&self, ns: &str, name: &str) -> Option<Job> {
+        self.lock().jobs.get(&key(ns, name)).cloned()
+    }
+
+    pub fn pod(&self, ns: &str, name: &str) -> Option<Pod> {
+        self.lock().pods.get(&key(ns, name)).cloned()
+    }
+
+    pub fn all_jobs(&self, ns: &str) -> Vec<Job> {
+        self.lock()
+            .jobs
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, j)| j.clone())
+            .collect()
+    }
+
+    pub fn all_workers(&self, ns: &str) -> Vec<Worker> {
+        self.lock()
+            .workers
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, w)| w.clone())
+            .collect()
+    }
+
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.lock().events.clone()
+    }
+
+    /// Makes a pod's containers print nothing (for logsTimeout).
+    pub fn silence(&self, pod: &str) {
+        self.lock().silent_pods.push(pod.to_string());
+    }
+
+    fn count(&self, op: Op) {
+        *self.lock().writes.entry(op).or_default() += 1;
+    }
+}
+
+fn list<T: Clone>(
+    map: &BTreeMap<(String, String), T>,
+    ns: &str,
+    keep: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    map.iter()
+        .filter(|((n, _), v)| n == ns && keep(v))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+impl Cluster for MemoryCluster {
+    async fn pool(&self, ns: &str, name: &str) -> Result<Option<WorkerPool>> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        Ok(self.lock().pools.get(&key(ns, name)).cloned())
+    }
+
+    async fn workers(&self, ns: &str, pool: &str) -> Result<Vec<Worker>> {
+        self.yield_point().await;
+        Ok(list(&self.lock().workers, ns, |w| w.spec.pool == pool))
+    }
+
+    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<Job>> {
+        self.yield_point().await;
+        Ok(list(&self.lock().jobs, ns, |j| {
+            label(&j.metadata, LABEL_POOL) == Some(pool)
+        }))
+    }
+
+    async fn pods(&self, ns: &str, pool: &str) -> Result<Vec<Pod>> {
+        self.yield_point().await;
+        Ok(list(&self.lock().pods, ns, |p| {
+            label(&p.metadata, LABEL_POOL) == Some(pool)
+        }))
+    }
+
+    async fn create_worker(&self, ns: &str, worker: &Worker) -> Result<Worker> {
+        self.yield_point().await;
+        let late = self.fault(Op::CreateWorker)?;
+        let name = worker.metadata.name.clone().unwrap_or_default();
+        let mut s = self.lock();
+        if s.workers.contains_key(&key(ns, &name)) {
+            return Err(ClusterError::Conflict);
+        }
+        let rv = Self::bump(&mut s);
+        let mut w = worker.clone();
+        w.status = None;
+        w.metadata.uid = Some(format!("uid-{name}"));
+        w.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+        stamp(&mut w.metadata, rv);
+        s.workers.insert(key(ns, &name), w.clone());
+        drop(s);
+        self.count(Op::CreateWorker);
+        late.map_or(Ok(w), Err)
+    }
+
+    async fn replace_worker_status(&self, ns: &str, worker: &Worker) -> Result<Worker> {
+        self.yield_point().await;
+        let late = self.fault(Op::WorkerStatus)?;
+        let name = worker.metadata.name.clone().unwrap_or_default();
+        let mut s = self.lock();
+        let current_rv = s
+            .workers
+            .get(&key(ns, &name))
+            .ok_or(ClusterError::NotFound)?
+            .metadata
+            .resource_version
+            .clone();
+        if worker.metadata.resource_version != current_rv {
+            return Err(ClusterError::Conflict);
+        }
+        let rv = Self::bump(&mut s);
+        let stored = s
+            .workers
+            .get_mut(&key(ns, &name))
+            .ok_or(ClusterError::NotFound)?;
+        stored.status = worker.status.clone();
+        stamp(&mut stored.metadata, rv);
+        let out = stored.clone();
+        drop(s);
+        self.count(Op::WorkerStatus);
+        late.map_or(Ok(out), Err)
+    }
+
+    async fn delete_worker(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::DeleteWorker)?;
+        let mut s = self.lock();
+        let current = s
+            .workers
+            .get(&key(ns, name))
+            .ok_or(ClusterError::NotFound)?;
+        if current.metadata.resource_version.as_deref() != Some(rv) {
+            return Err(ClusterError::Conflict);
+        }
+        s.workers.remove(&key(ns, name));
+        drop(s);
+        self.count(Op::DeleteWorker);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn patch_job(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::PatchJob)?;
+        let mut s = self.lock();
+        let current = s.jobs.get(&key(ns, name)).ok_or(ClusterError::NotFound)?;
+        let rv_now = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let mut updated: Job = merge_guarded(current, &rv_now, patch)?;
+        let rv = Self::bump(&mut s);
+        stamp(&mut updated.metadata, rv);
+        s.jobs.insert(key(ns, name), updated);
+        drop(s);
+        self.count(Op::PatchJob);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn patch_pod(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::PatchPod)?;
+        let mut s = self.lock();
+        let current = s.pods.get(&key(ns, name)).ok_or(ClusterError::NotFound)?;
+        let rv_now = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let mut updated: Pod = merge_guarded(current, &rv_now, patch)?;
+        let rv = Self::bump(&mut s);
+        stamp(&mut updated.metadata, rv);
+        s.pods.insert(key(ns, name), updated);
+        drop(s);
+        self.count(Op::PatchPod);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::DeletePod)?;
+        self.lock().pods.remove(&key(ns, name));
+        self.count(Op::DeletePod);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn patch_pool_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &WorkerPoolStatus,
+    ) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::PoolStatus)?;
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        let p = s
+            .pools
+            .get_mut(&key(ns, name))
+            .ok_or(ClusterError::NotFound)?;
+        p.status = Some(status.clone());
+        stamp(&mut p.metadata, rv);
+        drop(s);
+        self.count(Op::PoolStatus);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn printed_since(
+        &self,
+        _ns: &str,
+        pod: &str,
+        _container: &str,
+        _since: i64,
+    ) -> Result<bool> {
+        self.yield_point().await;
+        Ok(!self.lock().silent_pods.iter().any(|p| p == pod))
+    }
+
+    async fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> Result<()> {
+        self.yield_point().await;
+        let object = format!(
+            "{}/{}",
+            regarding.kind.as_deref().unwrap_or("?"),
+            regarding.name.as_deref().unwrap_or("?")
+        );
+        self.lock().events.push(RecordedEvent {
+            object,
+            reason: reason.into(),
+            note: note.into(),
+            warning,
+        });
+        Ok(())
+    }
+}

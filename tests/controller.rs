@@ -1,0 +1,575 @@
+//! The controller against the in-memory API: registration, claim order and
+//! priority, the concurrency limit, finishing, scaling during busy runs, pool
+//! deletion, crashes between the two claim writes, injected conflicts,
+//! timeouts and API errors, and controllers racing without a Lease.
+
+use runyard::controller::cluster::ClusterError;
+use runyard::controller::memory::{MemoryCluster, Op};
+use runyard::controller::metrics::ControllerMetrics;
+use runyard::controller::reconcile::{reconcile_pool, Report};
+use runyard::controller::{
+    ANNOTATION_CLAIMED_AT, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_WORKER_POOL,
+};
+use runyard::crd::{WorkerPhase, WorkerPoolSpec};
+use runyard::injection::{label, LABEL_WORKER};
+use std::collections::{BTreeMap, BTreeSet};
+
+const NS: &str = "ci";
+const POOL: &str = "builders";
+
+fn cluster(size: i32) -> MemoryCluster {
+    let c = MemoryCluster::new();
+    c.add_pool(
+        NS,
+        POOL,
+        WorkerPoolSpec {
+            pool_size: size,
+            ..Default::default()
+        },
+    );
+    c
+}
+
+async fn pass(c: &MemoryCluster) -> Report {
+    reconcile_pool(c, &ControllerMetrics::new(), NS, POOL)
+        .await
+        .expect("reconcile")
+}
+
+/// Reconciles until nothing changes (bounded).
+async fn settle(c: &MemoryCluster) -> Report {
+    let mut last = pass(c).await;
+    for _ in 0..10 {
+        let next = pass(c).await;
+        if next.claims == 0
+            && next.releases == 0
+            && !next.needs_retry()
+            && next.counts == last.counts
+        {
+            return next;
+        }
+        last = next;
+    }
+    last
+}
+
+fn running_jobs(c: &MemoryCluster) -> Vec<String> {
+    c.all_jobs(NS)
+        .into_iter()
+        .filter(|j| j.spec.as_ref().and_then(|s| s.suspend) == Some(false))
+        .map(|j| j.metadata.name.unwrap_or_default())
+        .collect()
+}
+
+fn job_worker(c: &MemoryCluster, name: &str) -> Option<String> {
+    let job = c.job(NS, name)?;
+    label(&job.metadata, LABEL_WORKER).map(str::to_string)
+}
+
+fn workers_by_phase(c: &MemoryCluster) -> BTreeMap<WorkerPhase, usize> {
+    let mut m = BTreeMap::new();
+    for w in c.all_workers(NS) {
+        *m.entry(w.status.unwrap_or_default().phase).or_default() += 1;
+    }
+    m
+}
+
+/// No run is claimed twice: every busy worker's run carries that worker's label,
+/// and no two workers hold the same run.
+fn assert_consistent(c: &MemoryCluster) {
+    let mut held = BTreeSet::new();
+    for w in c.all_workers(NS) {
+        let name = w.metadata.name.clone().unwrap_or_default();
+        let status = w.status.unwrap_or_default();
+        if let Some(run) = status.current_run {
+            assert!(held.insert(run.clone()), "{run} held by two workers");
+            let job = run.trim_start_matches("Job/");
+            assert_eq!(
+                job_worker(c, job).as_deref(),
+                Some(name.as_str()),
+                "{run} not labeled for {name}"
+            );
+        }
+    }
+    for j in c.all_jobs(NS) {
+        let name = j.metadata.name.clone().unwrap_or_default();
+        let unsuspended = j.spec.as_ref().and_then(|s| s.suspend) == Some(false);
+        let finished = j.status.is_some();
+        if unsuspended && !finished {
+            assert!(
+                held.contains(&format!("Job/{name}")),
+                "{name} runs without a worker"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn registers_exactly_pool_size_workers() {
+    let c = cluster(3);
+    let report = settle(&c).await;
+    let workers = c.all_workers(NS);
+    assert_eq!(workers.len(), 3);
+    for w in &workers {
+        assert!(w
+            .metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("builders-")));
+        assert_eq!(label(&w.metadata, LABEL_WORKER_POOL), Some(POOL));
+        let owner = &w.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("WorkerPool", POOL)
+        );
+        let status = w.status.clone().expect("status");
+        assert_eq!(status.phase, WorkerPhase::Idle);
+        assert!(status.registered_at.is_some());
+    }
+    assert_eq!(report.counts.actual, 3);
+    let status = c.pool_status(NS, POOL).expect("pool status");
+    assert_eq!((status.actual_pool_size, status.idle_workers), (3, 3));
+    assert_eq!(status.conditions[0].status, "True");
+    assert_eq!(status.observed_generation, Some(1));
+}
+
+#[tokio::test]
+async fn claims_by_priority_then_age_and_caps_concurrency() {
+    let c = cluster(2);
+    for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        c.add_queued_job(NS, name, POOL, 1000 + i as i64, None);
+    }
+    c.add_queued_job(NS, "urgent", POOL, 2000, Some(10));
+    settle(&c).await;
+    let mut running = running_jobs(&c);
+    running.sort();
+    assert_eq!(running, ["a", "urgent"], "priority first, then the oldest");
+    assert_consistent(&c);
+    let job = c.job(NS, "urgent").expect("job");
+    let template_labels = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .expect("labels");
+    assert_eq!(
+        template_labels.get(LABEL_WORKER),
+        job_worker(&c, "urgent").as_ref(),
+        "the pods carry the worker label too"
+    );
+    assert!(job
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_CLAIMED_AT)));
+    // Queued runs say why they wait.
+    let waiting = c.job(NS, "c").expect("job");
+    let note = waiting
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_QUEUE))
+        .expect("queue note");
+    assert_eq!(note, "position 2 of 4 in the queue; 2 of 2 workers busy");
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.object == "Job/c" && e.reason == "Queued"));
+    let status = c.pool_status(NS, POOL).expect("status");
+    assert_eq!((status.busy_workers, status.queued_runs), (2, 4));
+}
+
+#[tokio::test]
+async fn finished_runs_release_their_worker_and_the_next_run_starts() {
+    let c = cluster(1);
+    c.add_queued_job(NS, "first", POOL, 1, None);
+    c.add_queued_job(NS, "second", POOL, 2, None);
+    settle(&c).await;
+    assert_eq!(running_jobs(&c), ["first"]);
+    c.finish_job(NS, "first", true);
+    let report = pass(&c).await;
+    assert_eq!(
+        (report.releases, report.claims),
+        (1, 1),
+        "released and re-claimed in one pass"
+    );
+    assert_eq!(running_jobs(&c), ["first", "second"]);
+    let first = c.job(NS, "first").expect("job");
+    assert_eq!(
+        first
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_RESULT))
+            .map(String::as_str),
+        Some("Succeeded")
+    );
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.object == "Job/first" && e.reason == "Succeeded"));
+    let w = &c.all_workers(NS)[0];
+    let status = w.status.clone().expect("status");
+    assert_eq!(status.runs_completed, 1);
+    assert_eq!(status.current_run.as_deref(), Some("Job/second"));
+    assert_consistent(&c);
+}
+
+#[tokio::test]
+async fn scaling_down_never_kills_a_running_run() {
+    let c = cluster(3);
+    for i in 0..3 {
+        c.add_queued_job(NS, &format!("r{i}"), POOL, i, None);
+    }
+    settle(&c).await;
+    assert_eq!(running_jobs(&c).len(), 3);
+    c.set_pool_size(NS, POOL, 1);
+    settle(&c).await;
+    let phases = workers_by_phase(&c);
+    assert_eq!(phases.get(&WorkerPhase::Draining), Some(&2));
+    assert_eq!(
+        running_jobs(&c).len(),
+        3,
+        "busy workers drain, their runs keep going"
+    );
+    // The drained workers go away as their runs end; the queue does not start
+    // new runs on them.
+    c.add_queued_job(NS, "later", POOL, 10, None);
+    let draining: Vec<String> = c
+        .all_workers(NS)
+        .into_iter()
+        .filter(|w| {
+            w.status
+                .as_ref()
+                .is_some_and(|s| s.phase == WorkerPhase::Draining)
+        })
+        .filter_map(|w| w.status.and_then(|s| s.current_run))
+        .collect();
+    for run in &draining {
+        c.finish_job(NS, run.trim_start_matches("Job/"), true);
+    }
+    settle(&c).await;
+    assert_eq!(c.all_workers(NS).len(), 1);
+    assert!(
+        job_worker(&c, "later").is_none(),
+        "one busy worker left: the new run waits"
+    );
+    // Scale up again: new workers pick up the queue.
+    c.set_pool_size(NS, POOL, 2);
+    settle(&c).await;
+    assert_eq!(c.all_workers(NS).len(), 2);
+    assert!(job_worker(&c, "later").is_some());
+    assert_consistent(&c);
+}
+
+#[tokio::test]
+async fn a_deleted_pool_fails_its_queued_runs() {
+    let c = cluster(1);
+    c.add_queued_job(NS, "busy", POOL, 1, None);
+    c.add_queued_job(NS, "waiting", POOL, 2, None);
+    settle(&c).await;
+    c.delete_pool(NS, POOL);
+    let report = pass(&c).await;
+    assert!(!report.pool_exists);
+    let job = c.job(NS, "waiting").expect("job");
+    assert_eq!(job.spec.as_ref().and_then(|s| s.suspend), Some(false));
+    assert_eq!(
+        job.spec.as_ref().and_then(|s| s.active_deadline_seconds),
+        Some(1)
+    );
+    assert_eq!(
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_RESULT))
+            .map(String::as_str),
+        Some("Failed")
+    );
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.object == "Job/waiting" && e.reason == "PoolNotFound" && e.warning));
+    // Not failed twice.
+    let before = c.events().len();
+    pass(&c).await;
+    assert_eq!(
+        c.events()
+            .iter()
+            .skip(before)
+            .filter(|e| e.reason == "PoolNotFound")
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_the_claim_writes_is_repaired() {
+    let c = cluster(2);
+    c.add_queued_job(NS, "r1", POOL, 1, None);
+    c.add_queued_job(NS, "r2", POOL, 2, None);
+    settle(&c).await;
+    c.finish_job(NS, "r1", true);
+    settle(&c).await;
+    c.add_queued_job(NS, "r3", POOL, 3, None);
+    // The worker write lands, the run write is lost (the controller dies).
+    c.inject(Op::PatchJob, ClusterError::Timeout, 1, false);
+    let report = pass(&c).await;
+    assert_eq!(report.claims, 0);
+    let busy_with_r3 = c
+        .all_workers(NS)
+        .into_iter()
+        .filter(|w| w.status.as_ref().and_then(|s| s.current_run.as_deref()) == Some("Job/r3"))
+        .count();
+    assert_eq!(busy_with_r3, 1, "half a claim");
+    assert!(job_worker(&c, "r3").is_none());
+    // A restarted controller completes it, and claims nothing twice.
+    let report = settle(&c).await;
+    assert_eq!(report.counts.busy, 2);
+    assert!(job_worker(&c, "r3").is_some());
+    assert_consistent(&c);
+}
+
+#[tokio::test]
+async fn a_timeout_that_landed_is_not_claimed_again() {
+    let c = cluster(1);
+    c.add_queued_job(NS, "r1", POOL, 1, None);
+    settle(&c).await;
+    c.add_queued_job(NS, "r2", POOL, 2, None);
+    c.finish_job(NS, "r1", false);
+    c.inject(Op::PatchJob, ClusterError::Timeout, 1, true);
+    pass(&c).await;
+    settle(&c).await;
+    assert!(c.writes(Op::PatchJob) >= 1);
+    assert!(job_worker(&c, "r2").is_some());
+    let r1 = c.job(NS, "r1").expect("job");
+    assert_eq!(
+        r1.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_RESULT))
+            .map(String::as_str),
+        Some("Failed")
+    );
+    assert_consistent(&c);
+}
+
+#[tokio::test]
+async fn conflicts_and_api_errors_are_retried_not_fatal() {
+    let c = cluster(2);
+    c.add_queued_job(NS, "r1", POOL, 1, None);
+    c.add_queued_job(NS, "r2", POOL, 2, None);
+    settle(&c).await;
+    c.add_queued_job(NS, "r3", POOL, 3, None);
+    c.finish_job(NS, "r1", true);
+    c.inject(Op::WorkerStatus, ClusterError::Conflict, 2, false);
+    let report = pass(&c).await;
+    assert!(report.needs_retry());
+    c.inject(
+        Op::PatchJob,
+        ClusterError::Api("etcd leader changed".into()),
+        1,
+        false,
+    );
+    settle(&c).await;
+    assert!(job_worker(&c, "r3").is_some());
+    assert_consistent(&c);
+    // A failed read aborts the pass without writing anything.
+    c.inject(Op::Read, ClusterError::Timeout, 1, false);
+    let before = c.writes(Op::WorkerStatus);
+    let err = reconcile_pool(&c, &ControllerMetrics::new(), NS, POOL)
+        .await
+        .expect_err("read fails");
+    assert_eq!(err, ClusterError::Timeout);
+    assert_eq!(c.writes(Op::WorkerStatus), before);
+}
+
+#[tokio::test]
+async fn worker_registration_failures_surface_on_the_pool() {
+    let c = cluster(2);
+    c.inject(
+        Op::CreateWorker,
+        ClusterError::Api("quota exceeded".into()),
+        2,
+        false,
+    );
+    let report = pass(&c).await;
+    assert_eq!(report.errors.len(), 2);
+    let status = c.pool_status(NS, POOL).expect("status");
+    assert_eq!(status.conditions[0].status, "False");
+    assert_eq!(status.conditions[0].reason, "ReconcileError");
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.reason == "WorkerRegistrationFailed" && e.note.contains("quota exceeded")));
+    settle(&c).await;
+    assert_eq!(c.all_workers(NS).len(), 2);
+}
+
+#[tokio::test]
+async fn vanished_runs_release_their_workers() {
+    let c = cluster(1);
+    c.add_queued_job(NS, "r1", POOL, 1, None);
+    settle(&c).await;
+    c.delete_job(NS, "r1");
+    let report = pass(&c).await;
+    assert_eq!(report.releases, 1);
+    assert_eq!(workers_by_phase(&c).get(&WorkerPhase::Idle), Some(&1));
+    assert!(c.events().iter().any(|e| e.reason == "RunLost"));
+}
+
+#[tokio::test]
+async fn two_controllers_racing_without_a_lease_never_double_claim() {
+    for round in 0..30 {
+        let c = cluster(3);
+        c.interleave(true);
+        for i in 0..8 {
+            c.add_queued_job(NS, &format!("r{i}"), POOL, i, None);
+        }
+        let m = ControllerMetrics::new();
+        let mut claims = 0;
+        let mut finished = BTreeSet::new();
+        for step in 0..40 {
+            let (a, b, d) = futures::join!(
+                reconcile_pool(&c, &m, NS, POOL),
+                reconcile_pool(&c, &m, NS, POOL),
+                reconcile_pool(&c, &m, NS, POOL)
+            );
+            claims += [a, b, d]
+                .into_iter()
+                .map(|r| r.map(|r| r.claims).unwrap_or(0))
+                .sum::<usize>();
+            // Finish one running run now and then.
+            if step % 3 == round % 3 {
+                if let Some(j) = running_jobs(&c).into_iter().find(|j| !finished.contains(j)) {
+                    c.finish_job(NS, &j, true);
+                    finished.insert(j);
+                }
+            }
+        }
+        settle(&c).await;
+        assert_consistent(&c);
+        let claimed: BTreeSet<String> = c
+            .all_jobs(NS)
+            .into_iter()
+            .filter(|j| label(&j.metadata, LABEL_WORKER).is_some())
+            .filter_map(|j| j.metadata.name)
+            .collect();
+        assert_eq!(
+            claims,
+            claimed.len(),
+            "round {round}: every run claimed exactly once"
+        );
+        assert!(
+            running_jobs(&c).len() - finished.len() <= 3,
+            "round {round}: concurrency limit"
+        );
+    }
+}
+
+#[tokio::test]
+async fn silent_runs_fail_after_logs_timeout() {
+    use k8s_openapi::api::core::v1::Pod;
+    let c = MemoryCluster::new();
+    c.add_pool(
+        NS,
+        POOL,
+        WorkerPoolSpec {
+            pool_size: 1,
+            logs_timeout: Some("1s".into()),
+            ..Default::default()
+        },
+    );
+    c.add_queued_job(NS, "quiet", POOL, 1, None);
+    settle(&c).await;
+    let run_id = "01jquiet";
+    let job = c.job(NS, "quiet").expect("job");
+    let worker = job_worker(&c, "quiet").expect("claimed");
+    let mut pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "quiet-abc", "labels": { "runyard.dev/pool": POOL, "runyard.dev/run-id": run_id, LABEL_WORKER: worker },
+            "annotations": { "runyard.dev/injected": "true" },
+            "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "Job", "name": "quiet", "uid": "u", "controller": true }] },
+        "spec": { "containers": [{ "name": "worker", "image": "alpine" }] },
+        "status": { "phase": "Running", "startTime": "2020-01-01T00:00:00Z" }
+    }))
+    .expect("pod");
+    pod.metadata.namespace = Some(NS.into());
+    c.add_pod(NS, pod);
+    // Claimed long ago, and the run id on the Job so its pod is found.
+    let patch = serde_json::json!({ "metadata": { "labels": { "runyard.dev/run-id": run_id }, "annotations": { ANNOTATION_CLAIMED_AT: "2020-01-01T00:00:00Z" } } });
+    use runyard::controller::cluster::Cluster;
+    c.patch_job(NS, "quiet", &patch).await.expect("patch");
+    let _ = job;
+    pass(&c).await;
+    let job = c.job(NS, "quiet").expect("job");
+    assert!(
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_RESULT))
+            .is_none(),
+        "it printed: not failed"
+    );
+    c.silence("quiet-abc");
+    pass(&c).await;
+    let job = c.job(NS, "quiet").expect("job");
+    assert_eq!(
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_RESULT))
+            .map(String::as_str),
+        Some("LogsTimeout")
+    );
+    assert!(job
+        .spec
+        .as_ref()
+        .and_then(|s| s.active_deadline_seconds)
+        .is_some_and(|d| d > 1));
+    assert!(c.events().iter().any(|e| e.reason == "LogsTimeout"));
+}
+
+#[tokio::test]
+async fn bare_pods_are_ungated_keeping_other_gates_and_escaped_pods_are_failed() {
+    use k8s_openapi::api::core::v1::Pod;
+    let c = cluster(1);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "bare", "labels": { "runyard.dev/pool": POOL }, "annotations": { "runyard.dev/injected": "true" }, "creationTimestamp": "2024-01-01T00:00:00Z" },
+        "spec": { "containers": [{ "name": "w", "image": "alpine" }], "schedulingGates": [{ "name": "runyard.dev/claim" }, { "name": "example.com/other" }] }
+    }))
+    .expect("pod");
+    c.add_pod(NS, pod);
+    let escaped: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "escaped", "labels": { "runyard.dev/pool": POOL } },
+        "spec": { "containers": [{ "name": "w", "image": "alpine" }] }
+    }))
+    .expect("pod");
+    c.add_pod(NS, escaped);
+    settle(&c).await;
+    let bare = c.pod(NS, "bare").expect("pod");
+    assert!(label(&bare.metadata, LABEL_WORKER).is_some());
+    let gates: Vec<_> = bare
+        .spec
+        .and_then(|s| s.scheduling_gates)
+        .into_iter()
+        .flatten()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(gates, ["example.com/other"]);
+    assert!(c.pod(NS, "escaped").is_none(), "escaped pod deleted");
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.object == "Pod/escaped" && e.reason == "NotInjected"));
+    // The bare run finishes: released, and its pod deleted (successful, not kept).
+    c.set_pod_phase(NS, "bare", "Succeeded");
+    settle(&c).await;
+    assert!(c.pod(NS, "bare").is_none());
+    assert_eq!(
+        c.all_workers(NS)[0]
+            .status
+            .clone()
+            .expect("status")
+            .runs_completed,
+        1
+    );
+}
