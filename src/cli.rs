@@ -44,6 +44,61 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the CustomResourceDefinitions (WorkerPool, Worker) as YAML.
     Crd,
+    /// Run the controller: register workers, claim queued runs, release, scale.
+    Controller(ControllerArgs),
+    /// Show pools, workers and queued runs of a namespace.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Namespace to manage (default: $POD_NAMESPACE, else the kubeconfig's).
+    #[arg(
+        short = 'n',
+        long,
+        env = "RUNYARD_NAMESPACE",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: Option<String>,
+    /// Manage pools in every namespace (needs the cluster-wide RBAC).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Full resync period (ghost workers are released within one resync).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Hold a coordination.k8s.io Lease before reconciling (for several replicas).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "runyard-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the controller's namespace).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// Identity in the Lease (default: $POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables.
+    Table,
+    /// JSON.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// How to inject the launcher sidecar.
@@ -302,6 +357,79 @@ pub async fn webhook(args: &WebhookArgs) -> Result<()> {
     running.wait().await?;
     tracing::info!("webhook stopped");
     Ok(())
+}
+
+async fn check_server(client: &kube::Client) -> Result<()> {
+    let info = client
+        .apiserver_version()
+        .await
+        .context("reading the API server version")?;
+    ClusterFacts::for_version(&info.major, &info.minor)?;
+    Ok(())
+}
+
+/// `runyard controller`: runs until SIGTERM/SIGINT, then releases the Lease.
+pub async fn controller(args: &ControllerArgs) -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster")?;
+    check_server(&client).await?;
+    let own_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = if args.all_namespaces {
+        None
+    } else {
+        Some(
+            args.namespace
+                .clone()
+                .unwrap_or_else(|| own_namespace.clone()),
+        )
+    };
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("runyard-{}", ulid::Ulid::new()))
+    });
+    let opts = crate::controller::runtime::Options {
+        namespace: namespace.clone(),
+        resync: args.resync,
+        leader_election: args.leader_election,
+        lease_namespace: args.lease_namespace.clone().unwrap_or(own_namespace),
+        lease_name: args.lease_name.clone(),
+        identity,
+        metrics_listen: args.metrics_listen,
+    };
+    tracing::info!(namespace = ?namespace, identity = %opts.identity, "controller starting");
+    let shutdown = async {
+        shutdown_signal().await;
+        tokio::spawn(async {
+            shutdown_signal().await;
+            std::process::exit(130);
+        });
+    };
+    crate::controller::runtime::run(client, opts, shutdown).await?;
+    Ok(())
+}
+
+/// `runyard status`.
+pub async fn status(args: &StatusArgs) -> Result<String> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster")?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let cluster = crate::controller::cluster::KubeCluster::new(client, None);
+    let report = crate::status::collect(&cluster, &ns)
+        .await
+        .with_context(|| format!("reading pools in namespace {ns}"))?;
+    Ok(match args.output {
+        OutputFormat::Table => crate::status::render(&report),
+        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

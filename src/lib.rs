@@ -13,4 +13,5 @@ pub mod duration;
 pub mod inject;
 pub mod injection;
 pub mod pools;
+pub mod status;
 pub mod webhook;

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         Command::Crd => cli::crd().map(|out| print!("{out}")),
         Command::Certs(a) => runtime().and_then(|rt| rt.block_on(cli::certs(a))),
         Command::Webhook(a) => runtime().and_then(|rt| rt.block_on(cli::webhook(a))),
+        Command::Controller(a) => runtime().and_then(|rt| rt.block_on(cli::controller(a))),
+        Command::Status(a) => runtime()
+            .and_then(|rt| rt.block_on(cli::status(a)))
+            .map(|out| print!("{out}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

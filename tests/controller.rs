@@ -573,3 +573,37 @@ async fn bare_pods_are_ungated_keeping_other_gates_and_escaped_pods_are_failed()
         1
     );
 }
+
+#[tokio::test]
+async fn status_shows_pools_workers_and_the_queue_in_claim_order() {
+    let c = cluster(1);
+    c.add_queued_job(NS, "a", POOL, 1, None);
+    c.add_queued_job(NS, "b", POOL, 2, None);
+    c.add_queued_job(NS, "vip", POOL, 3, Some(5));
+    settle(&c).await;
+    let report = runyard::status::collect(&c, NS).await.expect("status");
+    assert_eq!(report.pools.len(), 1);
+    let p = &report.pools[0];
+    assert_eq!(
+        (p.desired, p.actual, p.idle, p.busy, p.queued),
+        (1, 1, 0, 1, 2)
+    );
+    assert_eq!(report.workers[0].run.as_deref(), Some("Job/vip"));
+    let queue: Vec<_> = report
+        .queue
+        .iter()
+        .map(|q| (q.position, q.run.as_str()))
+        .collect();
+    assert_eq!(queue, [(1, "Job/a"), (2, "Job/b")]);
+    let text = runyard::status::render(&report);
+    assert!(
+        text.contains("POOL") && text.contains("Job/a") && text.contains("QUEUED"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["queue"][0]["run"], "Job/a");
+    let empty = runyard::status::collect(&c, "elsewhere")
+        .await
+        .expect("status");
+    assert!(runyard::status::render(&empty).contains("No WorkerPools"));
+}

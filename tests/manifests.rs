@@ -17,16 +17,95 @@ fn docs(file: &str) -> Vec<Value> {
         .collect()
 }
 
-fn find(kind: &str) -> Value {
+fn find_named(kind: &str, name: Option<&str>) -> Value {
     let kustomization = &docs("kustomization.yaml")[0];
     for file in kustomization["resources"].as_array().expect("resources") {
         for doc in docs(file.as_str().expect("file")) {
-            if doc["kind"] == kind {
+            if doc["kind"] == kind && name.is_none_or(|n| doc["metadata"]["name"] == n) {
                 return doc;
             }
         }
     }
-    panic!("no {kind} in webhook-config/");
+    panic!("no {kind} {name:?} in webhook-config/");
+}
+
+fn find(kind: &str) -> Value {
+    find_named(kind, None)
+}
+
+fn rules_of(role: Value) -> Vec<(String, String, Vec<String>)> {
+    let mut rules = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in rule["apiGroups"].as_array().expect("groups") {
+            for resource in rule["resources"].as_array().expect("resources") {
+                let verbs = rule["verbs"]
+                    .as_array()
+                    .expect("verbs")
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect();
+                rules.push((
+                    group.as_str().unwrap_or_default().to_string(),
+                    resource.as_str().unwrap_or_default().to_string(),
+                    verbs,
+                ));
+            }
+        }
+    }
+    rules.sort();
+    rules
+}
+
+fn table(t: &[(&str, &str, &[&str])]) -> Vec<(String, String, Vec<String>)> {
+    let mut rules: Vec<_> = t
+        .iter()
+        .map(|(g, r, v)| {
+            (
+                g.to_string(),
+                r.to_string(),
+                v.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+#[test]
+fn controller_rbac_is_exactly_what_the_code_uses() {
+    assert_eq!(
+        rules_of(find_named("ClusterRole", Some("runyard-controller"))),
+        table(runyard::controller::RBAC)
+    );
+    assert_eq!(
+        rules_of(find_named("Role", Some("runyard-controller-lease"))),
+        table(runyard::controller::LEASE_RBAC)
+    );
+}
+
+#[test]
+fn controller_deployment_arguments_parse() {
+    let deployment: Deployment =
+        serde_json::from_value(find_named("Deployment", Some("runyard-controller")))
+            .expect("typed");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let args = pod.containers[0].args.clone().expect("args");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run runyard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pod.security_context.and_then(|s| s.run_as_user), Some(1983));
 }
 
 #[test]

@@ -64,6 +64,7 @@ pub type Result<T> = std::result::Result<T, ClusterError>;
 
 /// Reads and guarded writes of one namespace's runyard objects.
 pub trait Cluster: Send + Sync {
+    fn pools(&self, ns: &str) -> impl Future<Output = Result<Vec<WorkerPool>>> + Send;
     fn pool(&self, ns: &str, name: &str)
         -> impl Future<Output = Result<Option<WorkerPool>>> + Send;
     fn workers(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Worker>>> + Send;
@@ -155,6 +156,13 @@ fn selector(pool: &str) -> ListParams {
 }
 
 impl Cluster for KubeCluster {
+    async fn pools(&self, ns: &str) -> Result<Vec<WorkerPool>> {
+        Ok(Api::<WorkerPool>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items)
+    }
+
     async fn pool(&self, ns: &str, name: &str) -> Result<Option<WorkerPool>> {
         Ok(Api::<WorkerPool>::namespaced(self.client.clone(), ns)
             .get_opt(name)

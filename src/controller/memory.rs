@@ -340,6 +340,12 @@ fn list<T: Clone>(
 }
 
 impl Cluster for MemoryCluster {
+    async fn pools(&self, ns: &str) -> Result<Vec<WorkerPool>> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        Ok(list(&self.lock().pools, ns, |_| true))
+    }
+
     async fn pool(&self, ns: &str, name: &str) -> Result<Option<WorkerPool>> {
         self.yield_point().await;
         self.fault(Op::Read)?;

@@ -336,7 +336,7 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
         Some(TlsAcceptor::from(config)),
         router(state.clone()),
         options.limits.clone(),
-        metrics.clone(),
+        Some(metrics.clone()),
         shutdown_rx.clone(),
     )));
 
@@ -354,7 +354,7 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
             None,
             probes_router(state.clone()),
             options.limits.clone(),
-            metrics.clone(),
+            Some(metrics.clone()),
             shutdown_rx.clone(),
         )));
     }
@@ -410,12 +410,15 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve(
+/// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown`
+/// turns true, then drains: in-flight requests finish, idle keep-alive
+/// connections are closed. `metrics` counts refused connections.
+pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder(&limits));
@@ -435,7 +438,9 @@ async fn serve(
             },
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            metrics.reject("connection_limit");
+            if let Some(m) = &metrics {
+                m.reject("connection_limit");
+            }
             drop(stream);
             continue;
         };

@@ -1,0 +1,219 @@
+//! `runyard status`: pools, workers and queues of a namespace, as a table or
+//! JSON. Collected through the controller's [`Cluster`] view and its decision
+//! logic, so it shows exactly the queue order the controller uses.
+
+use crate::controller::cluster::{Cluster, ClusterError};
+use crate::controller::model::{decide, queue, Snapshot};
+use crate::controller::reconcile::{
+    finished_pod, run_from_job, run_from_pod, snapshot, worker_view,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRow {
+    pub name: String,
+    pub desired: i32,
+    pub actual: i32,
+    pub idle: i32,
+    pub busy: i32,
+    pub queued: i32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRow {
+    pub pool: String,
+    pub name: String,
+    pub phase: String,
+    pub run: Option<String>,
+    pub runs_completed: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRow {
+    pub pool: String,
+    pub position: usize,
+    pub run: String,
+    pub priority: i64,
+    pub waiting_seconds: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusReport {
+    pub namespace: String,
+    pub pools: Vec<PoolRow>,
+    pub workers: Vec<WorkerRow>,
+    pub queue: Vec<QueueRow>,
+}
+
+/// Collects the status of every pool in `ns`.
+pub async fn collect<C: Cluster>(c: &C, ns: &str) -> Result<StatusReport, ClusterError> {
+    let now = Timestamp::now().as_second();
+    let mut report = StatusReport {
+        namespace: ns.to_string(),
+        pools: Vec::new(),
+        workers: Vec::new(),
+        queue: Vec::new(),
+    };
+    let mut pools = c.pools(ns).await?;
+    pools.sort_by_key(|p| p.name_any());
+    for pool in pools {
+        let name = pool.name_any();
+        let (_, workers, jobs, pods) = snapshot(c, ns, &name).await?;
+        let mut snap = Snapshot {
+            pool: Some(pool.spec.clone()),
+            workers: workers.iter().map(worker_view).collect(),
+            runs: jobs.iter().map(run_from_job).collect(),
+            finished_pods: pods.iter().filter_map(finished_pod).collect(),
+        };
+        snap.runs.extend(pods.iter().filter_map(run_from_pod));
+        let (_, counts) = decide(&snap);
+        // What is true now (decide's counts assume its claims are made).
+        let busy = snap
+            .workers
+            .iter()
+            .filter(|w| w.current_run.is_some())
+            .count() as i32;
+        let queued = queue(&snap.runs);
+        report.pools.push(PoolRow {
+            name: name.clone(),
+            desired: counts.desired,
+            actual: snap
+                .workers
+                .iter()
+                .filter(|w| w.phase != crate::crd::WorkerPhase::Draining)
+                .count() as i32,
+            idle: snap.workers.len() as i32 - busy,
+            busy,
+            queued: queued.len() as i32,
+        });
+        let mut ws: Vec<_> = workers
+            .iter()
+            .map(|w| {
+                let s = w.status.clone().unwrap_or_default();
+                WorkerRow {
+                    pool: name.clone(),
+                    name: w.name_any(),
+                    phase: format!("{:?}", s.phase),
+                    run: s.current_run,
+                    runs_completed: s.runs_completed,
+                }
+            })
+            .collect();
+        ws.sort_by(|a, b| a.name.cmp(&b.name));
+        report.workers.extend(ws);
+        for (i, run) in queued.iter().enumerate() {
+            report.queue.push(QueueRow {
+                pool: name.clone(),
+                position: i + 1,
+                run: run.key.to_string(),
+                priority: run.priority,
+                waiting_seconds: if run.created > 0 {
+                    now - run.created
+                } else {
+                    0
+                },
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_string()
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Human-readable tables.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    if r.pools.is_empty() {
+        let _ = writeln!(out, "No WorkerPools in namespace {}.", r.namespace);
+        return out;
+    }
+    let pools: Vec<Vec<String>> = r
+        .pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.desired.to_string(),
+                p.actual.to_string(),
+                p.idle.to_string(),
+                p.busy.to_string(),
+                p.queued.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &["POOL", "DESIRED", "ACTUAL", "IDLE", "BUSY", "QUEUED"],
+        &pools,
+    );
+    out.push('\n');
+    let workers: Vec<Vec<String>> = r
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.pool.clone(),
+                w.name.clone(),
+                w.phase.clone(),
+                w.run.clone().unwrap_or_else(|| "-".into()),
+                w.runs_completed.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &["POOL", "WORKER", "PHASE", "RUN", "RUNS"],
+        &workers,
+    );
+    out.push('\n');
+    if r.queue.is_empty() {
+        out.push_str("No queued runs.\n");
+    } else {
+        let queue: Vec<Vec<String>> = r
+            .queue
+            .iter()
+            .map(|q| {
+                vec![
+                    q.pool.clone(),
+                    q.position.to_string(),
+                    q.run.clone(),
+                    q.priority.to_string(),
+                    format!("{}s", q.waiting_seconds),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["POOL", "POSITION", "RUN", "PRIORITY", "WAITING"],
+            &queue,
+        );
+    }
+    out
+}
