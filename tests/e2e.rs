@@ -1,0 +1,271 @@
+//! End-to-end against a real cluster (e.g. kind). Runs only when
+//! `RUNYARD_E2E_KUBECONFIG` names a kubeconfig of a disposable cluster; prints
+//! that it skipped otherwise. It installs the CRDs, runs the controller
+//! in-process against its own namespace, and submits Jobs the way the webhook
+//! queues them (busybox workers, so no runyard image is needed).
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, ResourceExt};
+use runyard::crd::{Worker, WorkerPhase, WorkerPool, WorkerPoolSpec};
+use runyard::injection::{ANNOTATION_INJECTED, LABEL_POOL, LABEL_WORKER};
+use std::time::{Duration, Instant};
+
+const POOL: &str = "e2e";
+
+async fn client() -> Option<Client> {
+    let Some(path) = std::env::var_os("RUNYARD_E2E_KUBECONFIG") else {
+        eprintln!("SKIPPED: e2e tests need RUNYARD_E2E_KUBECONFIG=<kubeconfig of a disposable cluster, e.g. kind>");
+        return None;
+    };
+    let kubeconfig = Kubeconfig::read_from(&path).expect("read RUNYARD_E2E_KUBECONFIG");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Some(Client::try_from(config).expect("client"))
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in runyard::crd::crds() {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("runyard-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        wait(Duration::from_secs(60), || async {
+            api.get(&name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        })
+        .await;
+    }
+}
+
+async fn wait<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A Job as the webhook stores it: suspended (queued), pool-labeled, its
+/// template marked injected (the worker is busybox).
+fn queued_job(name: &str, seconds: u32) -> Job {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": name, "labels": { LABEL_POOL: POOL } },
+        "spec": {
+            "suspend": true,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": { "labels": { LABEL_POOL: POOL }, "annotations": { ANNOTATION_INJECTED: "true" } },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "worker", "image": "busybox:1.36", "command": ["sh", "-c", format!("echo run {name}; sleep {seconds}")] }]
+                }
+            }
+        }
+    }))
+    .expect("job")
+}
+
+fn active(jobs: &[Job]) -> usize {
+    jobs.iter()
+        .filter(|j| j.spec.as_ref().and_then(|s| s.suspend) == Some(false))
+        .filter(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_none_or(|c| {
+                    c.iter().all(|c| {
+                        c.status != "True" || !matches!(c.type_.as_str(), "Complete" | "Failed")
+                    })
+                })
+        })
+        .count()
+}
+
+fn complete(j: &Job) -> bool {
+    j.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+        })
+}
+
+#[tokio::test]
+async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
+    let Some(client) = client().await else { return };
+    install_crds(&client).await;
+    let ns = format!(
+        "runyard-e2e-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.clone());
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace");
+
+    let pools: Api<WorkerPool> = Api::namespaced(client.clone(), &ns);
+    let pool = WorkerPool::new(
+        POOL,
+        WorkerPoolSpec {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
+    pools
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("pool");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = runyard::controller::runtime::Options {
+        namespace: Some(ns.clone()),
+        resync: Duration::from_secs(5),
+        leader_election: true,
+        lease_namespace: ns.clone(),
+        lease_name: "runyard-controller".into(),
+        identity: "e2e".into(),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+    };
+    let controller = tokio::spawn(runyard::controller::runtime::run(
+        client.clone(),
+        opts,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let workers: Api<Worker> = Api::namespaced(client.clone(), &ns);
+    wait(Duration::from_secs(60), || async {
+        workers
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    for i in 0..5 {
+        jobs.create(&PostParams::default(), &queued_job(&format!("run-{i}"), 3))
+            .await
+            .expect("job");
+    }
+    let start = Instant::now();
+    let mut most = 0;
+    loop {
+        let list = jobs.list(&ListParams::default()).await.expect("jobs").items;
+        most = most.max(active(&list));
+        assert!(most <= 2, "more than two runs at once");
+        if list.iter().filter(|j| complete(j)).count() == 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "runs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(most, 2, "the pool ran two at a time");
+    // Workers idle again, successful pods gone.
+    wait(Duration::from_secs(60), || async {
+        workers.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.iter().all(|w| {
+                w.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == WorkerPhase::Idle && s.runs_completed >= 1)
+            })
+        })
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait(Duration::from_secs(60), || async {
+        pods.list(&ListParams::default().labels(LABEL_POOL))
+            .await
+            .is_ok_and(|l| l.items.is_empty())
+    })
+    .await;
+
+    // Scale down while both workers are busy: nothing is killed.
+    for i in 0..2 {
+        jobs.create(
+            &PostParams::default(),
+            &queued_job(&format!("long-{i}"), 15),
+        )
+        .await
+        .expect("job");
+    }
+    wait(Duration::from_secs(60), || async {
+        jobs.list(&ListParams::default())
+            .await
+            .is_ok_and(|l| active(&l.items) == 2)
+    })
+    .await;
+    let scale = serde_json::json!({ "spec": { "replicas": 1 } });
+    pools
+        .patch_scale(POOL, &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("scale");
+    wait(Duration::from_secs(30), || async {
+        workers.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.iter().any(|w| {
+                w.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == WorkerPhase::Draining)
+            })
+        })
+    })
+    .await;
+    wait(Duration::from_secs(120), || async {
+        jobs.list(&ListParams::default())
+            .await
+            .is_ok_and(|l| l.items.iter().filter(|j| complete(j)).count() == 7)
+    })
+    .await;
+    for j in jobs.list(&ListParams::default()).await.expect("jobs").items {
+        assert!(
+            j.labels().contains_key(LABEL_WORKER),
+            "{} ran under a worker",
+            j.name_any()
+        );
+    }
+    wait(Duration::from_secs(60), || async {
+        workers
+            .list(&ListParams::default())
+            .await
+            .is_ok_and(|l| l.items.len() == 1)
+    })
+    .await;
+
+    let _ = stop_tx.send(());
+    controller.await.expect("join").expect("controller");
+    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+}
