@@ -55,17 +55,72 @@ pub fn step(current: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseStep 
     }
 }
 
-/// A Lease held (or wanted) by one replica.
-pub struct LeaderLease {
+/// Where the Lease lives: the API server, or memory (tests).
+pub trait LeaseStore: Send + Sync {
+    fn get(&self) -> impl std::future::Future<Output = Result<Option<Lease>, kube::Error>> + Send;
+    fn create(
+        &self,
+        lease: &Lease,
+    ) -> impl std::future::Future<Output = Result<(), kube::Error>> + Send;
+    /// Replaces the Lease; a stale `metadata.resourceVersion` is a 409.
+    fn replace(
+        &self,
+        lease: &Lease,
+    ) -> impl std::future::Future<Output = Result<(), kube::Error>> + Send;
+}
+
+/// The Lease through the Kubernetes API.
+pub struct ApiLease {
     api: Api<Lease>,
+    name: String,
+}
+
+impl LeaseStore for ApiLease {
+    async fn get(&self) -> Result<Option<Lease>, kube::Error> {
+        self.api.get_opt(&self.name).await
+    }
+    async fn create(&self, lease: &Lease) -> Result<(), kube::Error> {
+        self.api
+            .create(&PostParams::default(), lease)
+            .await
+            .map(|_| ())
+    }
+    async fn replace(&self, lease: &Lease) -> Result<(), kube::Error> {
+        self.api
+            .replace(&self.name, &PostParams::default(), lease)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// A Lease held (or wanted) by one replica.
+pub struct LeaderLease<S = ApiLease> {
+    store: S,
     name: String,
     identity: String,
 }
 
-impl LeaderLease {
+impl LeaderLease<ApiLease> {
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
+        Self::with_store(
+            ApiLease {
+                api: Api::namespaced(client, namespace),
+                name: name.to_string(),
+            },
+            name,
+            identity,
+        )
+    }
+}
+
+impl<S: LeaseStore> LeaderLease<S> {
+    pub fn with_store(store: S, name: &str, identity: &str) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            store,
             name: name.to_string(),
             identity: identity.to_string(),
         }
@@ -73,8 +128,12 @@ impl LeaderLease {
 
     /// One election round; returns whether this replica leads afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
-        let current = self.api.get_opt(&self.name).await?;
+        self.round(Timestamp::now()).await
+    }
+
+    /// One round at a given time (tests move the clock).
+    pub async fn round(&self, now: Timestamp) -> Result<bool, kube::Error> {
+        let current = self.store.get().await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
         let decided = step(spec, &self.identity, now);
         let mut lease = current.clone().unwrap_or_default();
@@ -98,23 +157,21 @@ impl LeaderLease {
         lease.spec = Some(new_spec);
         let result = if decided == LeaseStep::Create {
             lease.metadata.name = Some(self.name.clone());
-            self.api.create(&PostParams::default(), &lease).await
+            self.store.create(&lease).await
         } else {
             // Guarded by the resourceVersion read above.
-            self.api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await
+            self.store.replace(&lease).await
         };
         match result {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Ok(()) => Ok(true),
+            Err(e) if conflict(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
     /// Gives the Lease up (on shutdown) so a standby takes over at once.
     pub async fn release(&self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+        let Some(mut lease) = self.store.get().await? else {
             return Ok(());
         };
         let held = lease
@@ -128,21 +185,116 @@ impl LeaderLease {
         if let Some(spec) = lease.spec.as_mut() {
             spec.holder_identity = None;
         }
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e),
+        match self.store.replace(&lease).await {
+            Err(e) if !conflict(&e) => Err(e),
+            _ => Ok(()),
         }
+    }
+}
+
+/// A Lease in memory with the API server's create/replace semantics.
+#[derive(Default)]
+pub struct MemoryLease {
+    lease: std::sync::Mutex<Option<Lease>>,
+    version: std::sync::atomic::AtomicU64,
+}
+
+fn conflict_error() -> kube::Error {
+    kube::Error::Api(
+        kube::core::Status::failure("the object has been modified", "Conflict")
+            .with_code(409)
+            .boxed(),
+    )
+}
+
+impl LeaseStore for std::sync::Arc<MemoryLease> {
+    async fn get(&self) -> Result<Option<Lease>, kube::Error> {
+        tokio::task::yield_now().await;
+        Ok(self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
+    }
+    async fn create(&self, lease: &Lease) -> Result<(), kube::Error> {
+        tokio::task::yield_now().await;
+        let mut slot = self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_some() {
+            return Err(conflict_error());
+        }
+        let mut l = lease.clone();
+        let v = self
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        l.metadata.resource_version = Some(v.to_string());
+        *slot = Some(l);
+        Ok(())
+    }
+    async fn replace(&self, lease: &Lease) -> Result<(), kube::Error> {
+        tokio::task::yield_now().await;
+        let mut slot = self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = slot
+            .as_ref()
+            .and_then(|l| l.metadata.resource_version.clone());
+        if current.is_none() || lease.metadata.resource_version != current {
+            return Err(conflict_error());
+        }
+        let mut l = lease.clone();
+        let v = self
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        l.metadata.resource_version = Some(v.to_string());
+        *slot = Some(l);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn two_replicas_never_lead_together() {
+        let store = Arc::new(MemoryLease::default());
+        let a = LeaderLease::with_store(store.clone(), "l", "a");
+        let b = LeaderLease::with_store(store.clone(), "l", "b");
+        let t0 = Timestamp::now();
+        // Both try at once: exactly one wins.
+        let (ra, rb) = tokio::join!(a.round(t0), b.round(t0));
+        let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+        assert!(ra ^ rb, "exactly one leader: a={ra} b={rb}");
+        let (leader, standby) = if ra { (&a, &b) } else { (&b, &a) };
+        // Renewals keep it; the standby waits.
+        let t1 = t0 + SignedDuration::from_secs(10);
+        assert!(leader.round(t1).await.expect("renew"));
+        assert!(!standby.round(t1).await.expect("wait"));
+        // The leader stops renewing: after the lease duration the standby takes over.
+        let t2 = t1 + SignedDuration::from_secs(16);
+        assert!(standby.round(t2).await.expect("take over"));
+        assert!(
+            !leader.round(t2).await.expect("lost"),
+            "the old leader does not lead again"
+        );
+        // Release on shutdown: the other takes over at once.
+        standby.release().await.expect("release");
+        assert!(leader.round(t2).await.expect("acquire"));
+        let spec = store
+            .get()
+            .await
+            .expect("get")
+            .and_then(|l| l.spec)
+            .expect("spec");
+        assert_eq!(spec.lease_transitions, Some(2));
+    }
 
     fn spec(holder: Option<&str>, renewed_secs_ago: i64) -> LeaseSpec {
         let now = Timestamp::now();
