@@ -116,8 +116,35 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
+/// Install-wide injection defaults (a pool's settings override them).
+#[derive(Debug, Clone, Args)]
+pub struct DefaultsArgs {
+    /// Image of the injected init and launcher containers (e.g. a mirror for
+    /// air-gapped clusters).
+    #[arg(long, env = "RUNYARD_LAUNCHER_IMAGE", default_value = crate::injection::DEFAULT_LAUNCHER_IMAGE)]
+    pub launcher_image: String,
+    /// CPU request of containers that set none (empty: none).
+    #[arg(long, default_value = crate::injection::DEFAULT_CPU_REQUEST)]
+    pub default_cpu_request: String,
+    /// Memory request of containers that set none (empty: none).
+    #[arg(long, default_value = crate::injection::DEFAULT_MEMORY_REQUEST)]
+    pub default_memory_request: String,
+}
+
+impl DefaultsArgs {
+    pub fn engine(&self) -> crate::injection::EngineDefaults {
+        crate::injection::EngineDefaults::new(
+            &self.launcher_image,
+            &self.default_cpu_request,
+            &self.default_memory_request,
+        )
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
+    #[command(flatten)]
+    pub defaults: DefaultsArgs,
     /// Address of the HTTPS listener.
     #[arg(long, default_value = "0.0.0.0:8443", env = "RUNYARD_LISTEN")]
     pub listen: SocketAddr,
@@ -161,6 +188,8 @@ pub struct WebhookArgs {
 
 #[derive(Debug, Args)]
 pub struct InjectArgs {
+    #[command(flatten)]
+    pub defaults: DefaultsArgs,
     /// Manifest file with Jobs, Pods or Lists (multi-document YAML); `-` reads stdin.
     #[arg(short = 'f', long = "filename")]
     pub filename: String,
@@ -242,7 +271,8 @@ pub fn inject(args: &InjectArgs) -> Result<String> {
     let injector = match args.run_id.clone() {
         Some(id) => Injector::with_run_ids(facts, move || id.clone()),
         None => Injector::new(facts),
-    };
+    }
+    .with_defaults(args.defaults.engine());
     let pools = match &args.pool {
         Some(path) => crate::pools::load_pool_file(path)?,
         None => StaticPools::default_pool(),
@@ -324,7 +354,7 @@ pub async fn webhook(args: &WebhookArgs) -> Result<()> {
         bail!("--max-in-flight and --max-connections must be at least 1");
     }
     let state = AppState::new(
-        Injector::new(facts),
+        Injector::new(facts).with_defaults(args.defaults.engine()),
         pools,
         Arc::new(Metrics::new()),
         ready,

@@ -190,9 +190,49 @@ pub enum Outcome<T> {
     Mutated { object: Box<T>, patch: Patch },
 }
 
+/// Default CPU request of every container that sets none.
+pub const DEFAULT_CPU_REQUEST: &str = "500m";
+/// Default memory request of every container that sets none.
+pub const DEFAULT_MEMORY_REQUEST: &str = "200Mi";
+
+/// Install-wide defaults a pool can override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineDefaults {
+    /// Image of the injected `init` and `launcher` containers.
+    pub launcher_image: String,
+    /// Requests of containers that set none.
+    pub requests:
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+}
+
+impl Default for EngineDefaults {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_LAUNCHER_IMAGE,
+            DEFAULT_CPU_REQUEST,
+            DEFAULT_MEMORY_REQUEST,
+        )
+    }
+}
+
+impl EngineDefaults {
+    pub fn new(launcher_image: &str, cpu: &str, memory: &str) -> Self {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        Self {
+            launcher_image: launcher_image.to_string(),
+            requests: [("cpu", cpu), ("memory", memory)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect(),
+        }
+    }
+}
+
 /// The injection engine, configured with the cluster's facts and a run-id source.
 pub struct Injector {
     pub facts: ClusterFacts,
+    pub defaults: EngineDefaults,
     new_run_id: Box<dyn Fn() -> String + Send + Sync>,
 }
 
@@ -217,8 +257,15 @@ impl Injector {
     ) -> Self {
         Self {
             facts,
+            defaults: EngineDefaults::default(),
             new_run_id: Box::new(new_run_id),
         }
+    }
+
+    /// The same engine with other install-wide defaults.
+    pub fn with_defaults(mut self, defaults: EngineDefaults) -> Self {
+        self.defaults = defaults;
+        self
     }
 
     /// Mutates a Job at CREATE: queue it (suspend), stamp the run id, and inject
@@ -284,6 +331,7 @@ impl Injector {
             run_id: &run_id,
             facts: self.facts,
             gate: false,
+            defaults: &self.defaults,
         };
         pod::inject(template_meta, pod_spec, &ctx)?;
         set_label(&mut new.metadata, LABEL_RUN_ID, &run_id);
@@ -323,7 +371,7 @@ impl Injector {
             .as_ref()
             .ok_or_else(|| InjectError::Invalid("the Pod has no spec".into()))?;
         if is_injected(&pod.metadata) {
-            pod::check_policy(&pool_name, &pool.spec, spec)?;
+            pod::check_policy(&pool_name, &pool.spec, spec, &self.defaults)?;
             return Ok(Outcome::Unchanged);
         }
         let mut new = pod.clone();
@@ -340,6 +388,7 @@ impl Injector {
             run_id: &run_id,
             facts: self.facts,
             gate: !owned_by_job && !claimed,
+            defaults: &self.defaults,
         };
         let spec = new.spec.get_or_insert_with(Default::default);
         set_label(&mut new.metadata, LABEL_RUN_ID, &run_id);

@@ -18,10 +18,6 @@ use std::collections::BTreeMap;
 pub const PODINFO_VOLUME: &str = "runyard-podinfo";
 /// Where the launcher mounts [`PODINFO_VOLUME`].
 pub const PODINFO_PATH: &str = "/opt/runyard/podinfo";
-/// Default CPU request of every container that sets none.
-pub const DEFAULT_CPU_REQUEST: &str = "500m";
-/// Default memory request of every container that sets none.
-pub const DEFAULT_MEMORY_REQUEST: &str = "200Mi";
 
 /// Everything the pod injection needs besides the pod itself.
 #[derive(Debug, Clone, Copy)]
@@ -32,19 +28,23 @@ pub struct PodContext<'a> {
     pub facts: ClusterFacts,
     /// Add the claim scheduling gate (bare, unclaimed run pods).
     pub gate: bool,
+    pub defaults: &'a EngineDefaults,
 }
 
-fn launcher_image(pool: &WorkerPoolSpec) -> &str {
+fn launcher_image<'a>(pool: &'a WorkerPoolSpec, defaults: &'a EngineDefaults) -> &'a str {
     pool.pod
         .launcher_image
         .as_deref()
-        .unwrap_or(DEFAULT_LAUNCHER_IMAGE)
+        .unwrap_or(&defaults.launcher_image)
 }
 
 /// (name, image) of every container the pool itself contributes; these are not
 /// subject to the run's image policy.
-fn pool_containers(pool: &WorkerPoolSpec) -> Vec<(&str, Option<&str>)> {
-    let image = Some(launcher_image(pool));
+fn pool_containers<'a>(
+    pool: &'a WorkerPoolSpec,
+    defaults: &'a EngineDefaults,
+) -> Vec<(&'a str, Option<&'a str>)> {
+    let image = Some(launcher_image(pool, defaults));
     let mut own = vec![(INIT_CONTAINER, image), (LAUNCHER_CONTAINER, image)];
     for c in pool
         .pod
@@ -69,8 +69,9 @@ pub fn check_policy(
     pool_name: &str,
     pool: &WorkerPoolSpec,
     spec: &PodSpec,
+    defaults: &EngineDefaults,
 ) -> Result<(), InjectError> {
-    let own = pool_containers(pool);
+    let own = pool_containers(pool, defaults);
     let is_own = |c: &Container| own.contains(&(c.name.as_str(), c.image.as_deref()));
     let user = || {
         spec.init_containers
@@ -92,10 +93,13 @@ pub fn inject(
     spec: &mut PodSpec,
     ctx: &PodContext<'_>,
 ) -> Result<(), InjectError> {
-    check_policy(ctx.pool_name, ctx.pool, spec)?;
+    check_policy(ctx.pool_name, ctx.pool, spec, ctx.defaults)?;
     let already = is_injected(meta);
     let pool_pod = &ctx.pool.pod;
-    let own_names: Vec<&str> = pool_containers(ctx.pool).iter().map(|(n, _)| *n).collect();
+    let own_names: Vec<&str> = pool_containers(ctx.pool, ctx.defaults)
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     let own_volumes = pool_volume_names(ctx.pool);
     if !already {
         check_collisions(spec, &own_names, &own_volumes)?;
@@ -123,7 +127,7 @@ pub fn inject(
         .chain(spec.containers.iter_mut())
         .filter(|c| is_worker(c))
     {
-        prepare_worker(c, &env, &path, worker_settings)?;
+        prepare_worker(c, &env, &path, worker_settings, ctx.defaults)?;
     }
 
     // Init containers: customInitContainers, init, launcher (native), then the run's own.
@@ -131,7 +135,7 @@ pub fn inject(
     let mut pos = 0;
     for custom in &pool_pod.custom_init_containers {
         let mut c = custom.clone();
-        prepare_pool_container(&mut c, &env)?;
+        prepare_pool_container(&mut c, &env, ctx.defaults)?;
         pos = upsert_at(inits, c, pos) + 1;
     }
     pos = upsert_at(inits, init_container(ctx, &env)?, pos) + 1;
@@ -151,7 +155,7 @@ pub fn inject(
     // Containers: the run's own, additional sidecars, launcher (container mode).
     for sidecar in &pool_pod.additional_sidecar_containers {
         let mut c = sidecar.clone();
-        prepare_pool_container(&mut c, &env)?;
+        prepare_pool_container(&mut c, &env, ctx.defaults)?;
         let end = spec.containers.len();
         upsert_at(&mut spec.containers, c, end);
     }
@@ -425,18 +429,15 @@ fn workspace_mounts(binaries_read_only: bool) -> Vec<VolumeMount> {
 /// Requests (and pool limits) for resources the container leaves unset. A
 /// resource with a limit but no request is left alone: Kubernetes copies the
 /// limit, and a default request could exceed it.
-fn apply_resources(c: &mut Container, settings: Option<&ContainerSettings>) {
+fn apply_resources(
+    c: &mut Container,
+    settings: Option<&ContainerSettings>,
+    defaults: &EngineDefaults,
+) {
     let pool = settings.and_then(|s| s.resources.as_ref());
-    let requests: BTreeMap<String, Quantity> =
-        pool.and_then(|r| r.requests.clone()).unwrap_or_else(|| {
-            BTreeMap::from([
-                ("cpu".to_string(), Quantity(DEFAULT_CPU_REQUEST.to_string())),
-                (
-                    "memory".to_string(),
-                    Quantity(DEFAULT_MEMORY_REQUEST.to_string()),
-                ),
-            ])
-        });
+    let requests: &BTreeMap<String, Quantity> = pool
+        .and_then(|r| r.requests.as_ref())
+        .unwrap_or(&defaults.requests);
     let limits = pool.and_then(|r| r.limits.clone()).unwrap_or_default();
     let has = |r: &Option<ResourceRequirements>, key: &str| {
         r.as_ref().is_some_and(|r| {
@@ -454,12 +455,12 @@ fn apply_resources(c: &mut Container, settings: Option<&ContainerSettings>) {
         }
     }
     for (key, value) in requests {
-        if !has(&c.resources, &key) {
+        if !has(&c.resources, key) {
             c.resources
                 .get_or_insert_with(Default::default)
                 .requests
                 .get_or_insert_with(Default::default)
-                .insert(key, value);
+                .insert(key.clone(), value.clone());
         }
     }
 }
@@ -492,6 +493,8 @@ fn prepare_worker(
     env: &[EnvVar],
     path: &str,
     settings: Option<&ContainerSettings>,
+
+    defaults: &EngineDefaults,
 ) -> Result<(), InjectError> {
     apply_env(
         c,
@@ -514,7 +517,7 @@ fn prepare_worker(
             .map(|s| s.volume_mounts.as_slice())
             .unwrap_or_default(),
     )?;
-    apply_resources(c, settings);
+    apply_resources(c, settings, defaults);
     let pool_sc = settings.and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.get_or_insert_with(Default::default);
     if let Some(pool_sc) = pool_sc {
@@ -536,10 +539,14 @@ fn prepare_worker(
 /// Containers the pool contributes (custom init containers, additional
 /// sidecars) get runyard's env, the workspace mounts and default requests;
 /// their security settings are the operator's.
-fn prepare_pool_container(c: &mut Container, env: &[EnvVar]) -> Result<(), InjectError> {
+fn prepare_pool_container(
+    c: &mut Container,
+    env: &[EnvVar],
+    defaults: &EngineDefaults,
+) -> Result<(), InjectError> {
     apply_env(c, env, &[]);
     apply_mounts(c, &workspace_mounts(false), &[])?;
-    apply_resources(c, None);
+    apply_resources(c, None, defaults);
     Ok(())
 }
 
@@ -567,7 +574,7 @@ fn runyard_container(
 ) -> Result<Container, InjectError> {
     let mut c = Container {
         name: name.to_string(),
-        image: Some(launcher_image(ctx.pool).to_string()),
+        image: Some(launcher_image(ctx.pool, ctx.defaults).to_string()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         command: Some(args.iter().map(|s| s.to_string()).collect()),
         security_context: Some(hardened(settings)?),
@@ -590,7 +597,7 @@ fn runyard_container(
             .map(|s| s.volume_mounts.as_slice())
             .unwrap_or_default(),
     )?;
-    apply_resources(&mut c, settings);
+    apply_resources(&mut c, settings, ctx.defaults);
     Ok(c)
 }
 

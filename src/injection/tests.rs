@@ -957,6 +957,7 @@ proptest! {
                     run_id: &run_id,
                     facts: inj.facts,
                     gate,
+                    defaults: &inj.defaults,
                 };
                 pod::inject(&mut meta, &mut spec, &ctx).expect("second pass allowed");
                 prop_assert_eq!(&meta, &object.metadata);
@@ -1044,4 +1045,34 @@ fn fixture_sanity_json_value_roundtrip() {
     let back = serde_json::to_value(&pod).expect("serialise");
     assert_eq!(back["spec"]["containers"], raw["spec"]["containers"]);
     assert_eq!(json!(back["metadata"]["labels"]), raw["metadata"]["labels"]);
+}
+
+#[test]
+fn install_wide_defaults_apply_and_their_image_is_exempt() {
+    let inj = Injector::with_run_ids(ClusterFacts::default(), || RUN_ID.to_string())
+        .with_defaults(EngineDefaults::new("mirror.local/runyard:1", "250m", ""));
+    let pools = pool(
+        "builders",
+        WorkerPoolSpec {
+            allowed_runner_image_hosts: vec!["ghcr.io".into()],
+            ..Default::default()
+        },
+    );
+    let new =
+        mutated_pod(inj.mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
+    let s = spec(&new);
+    let init = &s.init_containers.as_ref().expect("inits")[0];
+    assert_eq!(init.image.as_deref(), Some("mirror.local/runyard:1"));
+    let req = s.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.clone())
+        .expect("requests");
+    assert_eq!(req.get("cpu"), Some(&Quantity("250m".into())));
+    assert!(
+        !req.contains_key("memory"),
+        "an empty default sets no request"
+    );
+    // The mirror image is runyard's own: not subject to the run's host policy.
+    assert_eq!(inj.mutate_pod(&new, "ci", &pools), Ok(Outcome::Unchanged));
 }
