@@ -32,13 +32,22 @@ pub enum CertError {
     NoWebhooks(String),
 }
 
+/// Annotation on the Secret: when the certificate expires (seconds since the epoch).
+pub const ANNOTATION_NOT_AFTER: &str = "runyard.dev/not-after";
+/// Annotation on the Secret: the names the certificate is for.
+pub const ANNOTATION_NAMES: &str = "runyard.dev/names";
+
 /// A CA and a serving certificate signed by it, all PEM.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub ca_cert: String,
+    /// Empty when the bundle was read back from a Secret (the CA key is never stored there).
     pub ca_key: String,
     pub cert: String,
     pub key: String,
+    /// Expiry, seconds since the epoch.
+    pub not_after: i64,
+    pub names: Vec<String>,
 }
 
 /// DNS names under which the API server reaches a Service.
@@ -99,7 +108,52 @@ pub fn generate(names: &[String], days: u32) -> Result<Bundle, CertError> {
         ca_key: ca_key.serialize_pem(),
         cert: cert.pem(),
         key: key.serialize_pem(),
+        not_after: not_after.unix_timestamp(),
+        names: names.to_vec(),
     })
+}
+
+/// The bundle stored in `secret`, if it is for exactly `names` and stays valid
+/// for more than `renew_before_days` from `now` (seconds since the epoch).
+pub fn reusable(
+    secret: &Secret,
+    names: &[String],
+    renew_before_days: u32,
+    now: i64,
+) -> Option<Bundle> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let not_after: i64 = annotations.get(ANNOTATION_NOT_AFTER)?.parse().ok()?;
+    if annotations.get(ANNOTATION_NAMES)? != &names.join(",") {
+        return None;
+    }
+    if not_after - now <= i64::from(renew_before_days) * 86_400 {
+        return None;
+    }
+    let data = secret.data.as_ref()?;
+    let text = |k: &str| {
+        String::from_utf8(data.get(k)?.0.clone())
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    Some(Bundle {
+        ca_cert: text("ca.crt")?,
+        ca_key: String::new(),
+        cert: text("tls.crt")?,
+        key: text("tls.key")?,
+        not_after,
+        names: names.to_vec(),
+    })
+}
+
+/// Reads a Secret, if it exists.
+pub async fn read_secret(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Secret>, CertError> {
+    Ok(Api::<Secret>::namespaced(client, namespace)
+        .get_opt(name)
+        .await?)
 }
 
 fn dn(common_name: &str) -> DistinguishedName {
@@ -124,6 +178,9 @@ pub fn write_dir(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>, CertError>
         ("tls.key", &bundle.key, true),
         ("tls.crt", &bundle.cert, false),
     ] {
+        if content.is_empty() {
+            continue;
+        }
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, content).map_err(io(&tmp))?;
@@ -165,6 +222,13 @@ pub fn tls_secret(bundle: &Bundle, name: &str, namespace: &str) -> Secret {
                 "app.kubernetes.io/name".to_string(),
                 "runyard".to_string(),
             )])),
+            annotations: Some(BTreeMap::from([
+                (
+                    ANNOTATION_NOT_AFTER.to_string(),
+                    bundle.not_after.to_string(),
+                ),
+                (ANNOTATION_NAMES.to_string(), bundle.names.join(",")),
+            ])),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".to_string()),
@@ -200,7 +264,12 @@ pub async fn apply_secret(client: kube::Client, secret: &Secret) -> Result<(), C
     let value = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": body.metadata,
+        "metadata": {
+            "name": body.metadata.name,
+            "namespace": body.metadata.namespace,
+            "labels": body.metadata.labels,
+            "annotations": body.metadata.annotations,
+        },
         "type": body.type_,
         "data": body.data,
     });
@@ -263,6 +332,28 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_valid_secret_is_reused_and_an_expiring_one_is_not() {
+        let names = vec!["svc".to_string(), "svc.ns.svc".to_string()];
+        let bundle = generate(&names, 365).expect("generate");
+        let secret = tls_secret(&bundle, "tls", "ns");
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let reused = reusable(&secret, &names, 30, now).expect("reusable");
+        assert_eq!(reused.cert, bundle.cert);
+        assert_eq!(reused.ca_cert, bundle.ca_cert);
+        assert!(
+            reusable(&secret, &names, 30, now + 340 * 86_400).is_none(),
+            "expires within 30 days"
+        );
+        assert!(
+            reusable(&secret, &names[..1], 30, now).is_none(),
+            "other names"
+        );
+        let mut bare = secret.clone();
+        bare.metadata.annotations = None;
+        assert!(reusable(&bare, &names, 30, now).is_none(), "unknown expiry");
     }
 
     #[test]

@@ -234,6 +234,13 @@ pub struct CertsArgs {
     /// Set caBundle on this MutatingWebhookConfiguration (through the cluster API).
     #[arg(long, num_args = 0..=1, default_missing_value = "runyard")]
     pub patch_webhook: Option<String>,
+    /// With --secret: keep an existing Secret for the same names unless it
+    /// expires within this many days (so upgrades do not rotate needlessly).
+    #[arg(long, default_value_t = 30)]
+    pub renew_before_days: u32,
+    /// With --secret: always generate new certificates.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Chooses the cluster facts from flags and, where known, the server version.
@@ -295,23 +302,50 @@ pub fn crd() -> Result<String> {
 pub async fn certs(args: &CertsArgs) -> Result<()> {
     let mut names = crate::certs::service_dns_names(&args.service, &args.namespace);
     names.extend(args.sans.iter().cloned());
-    let bundle = crate::certs::generate(&names, args.days)?;
-    let files = crate::certs::write_dir(&bundle, &args.out_dir)?;
-    for f in &files {
+    let client = if args.secret.is_some() || args.patch_webhook.is_some() {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("connecting to the cluster (for --secret / --patch-webhook)")?,
+        )
+    } else {
+        None
+    };
+    let mut reused = None;
+    if let (Some(client), Some(name), false) = (&client, &args.secret, args.force) {
+        let existing = crate::certs::read_secret(client.clone(), &args.namespace, name)
+            .await
+            .with_context(|| format!("reading Secret {}/{name}", args.namespace))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        reused =
+            existing.and_then(|s| crate::certs::reusable(&s, &names, args.renew_before_days, now));
+    }
+    let bundle = match reused {
+        Some(b) => {
+            println!(
+                "reusing the valid certificate in Secret {}/{}",
+                args.namespace,
+                args.secret.as_deref().unwrap_or_default()
+            );
+            b
+        }
+        None => crate::certs::generate(&names, args.days)?,
+    };
+    for f in crate::certs::write_dir(&bundle, &args.out_dir)? {
         println!("wrote {}", f.display());
     }
-    if args.secret.is_none() && args.patch_webhook.is_none() {
+    let Some(client) = client else {
         return Ok(());
-    }
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the cluster (for --secret / --patch-webhook)")?;
+    };
     if let Some(name) = &args.secret {
-        let secret = crate::certs::tls_secret(&bundle, name, &args.namespace);
-        crate::certs::apply_secret(client.clone(), &secret)
-            .await
-            .with_context(|| format!("writing Secret {}/{name}", args.namespace))?;
-        println!("applied Secret {}/{name}", args.namespace);
+        // A reused bundle (no CA key in hand) is already in the Secret.
+        if !bundle.ca_key.is_empty() {
+            let secret = crate::certs::tls_secret(&bundle, name, &args.namespace);
+            crate::certs::apply_secret(client.clone(), &secret)
+                .await
+                .with_context(|| format!("writing Secret {}/{name}", args.namespace))?;
+            println!("applied Secret {}/{name}", args.namespace);
+        }
     }
     if let Some(name) = &args.patch_webhook {
         crate::certs::patch_webhook(client, name, &bundle.ca_cert)
