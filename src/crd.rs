@@ -351,7 +351,15 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             slim_schema(schema);
         }
     }
-    vec![pool, Worker::crd()]
+    let mut crds = vec![pool, Worker::crd()];
+    for crd in &mut crds {
+        // Helm must not delete the CRDs (and with them every pool) on uninstall.
+        crd.metadata.annotations = Some(BTreeMap::from([(
+            "helm.sh/resource-policy".to_string(),
+            "keep".to_string(),
+        )]));
+    }
+    crds
 }
 
 /// A runyard struct inside the WorkerPool schema: its property name and which
