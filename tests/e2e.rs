@@ -269,3 +269,153 @@ async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
     controller.await.expect("join").expect("controller");
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
 }
+
+fn kubectl(kubeconfig: &std::ffi::OsStr, args: &[&str]) {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Installs `webhook-config/` with certificates from `runyard certs`, then
+/// checks that a run pod comes out injected and that a run of a missing pool
+/// is denied. Needs the runyard image in the cluster (`RUNYARD_E2E_IMAGE`,
+/// e.g. built from the Dockerfile and `kind load docker-image`-ed).
+#[tokio::test]
+async fn the_installed_webhook_injects_run_pods() {
+    let Some(client) = client().await else { return };
+    let Some(image) = std::env::var("RUNYARD_E2E_IMAGE").ok() else {
+        eprintln!("SKIPPED: installing the webhook needs RUNYARD_E2E_IMAGE=<runyard image available to the cluster>");
+        return;
+    };
+    let kc = std::env::var_os("RUNYARD_E2E_KUBECONFIG").expect("kubeconfig");
+    let root = env!("CARGO_MANIFEST_DIR");
+    kubectl(
+        &kc,
+        &[
+            "apply",
+            "--server-side",
+            "-k",
+            &format!("{root}/webhook-config"),
+        ],
+    );
+    for (deploy, container) in [
+        ("runyard-webhook", "webhook"),
+        ("runyard-controller", "controller"),
+    ] {
+        kubectl(
+            &kc,
+            &[
+                "-n",
+                "runyard",
+                "set",
+                "image",
+                &format!("deploy/{deploy}"),
+                &format!("{container}={image}"),
+            ],
+        );
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
+        .env("KUBECONFIG", &kc)
+        .args([
+            "certs",
+            "--namespace",
+            "runyard",
+            "--secret",
+            "--patch-webhook",
+            "--out-dir",
+        ])
+        .arg(certs.path())
+        .output()
+        .expect("runyard certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            "runyard",
+            "rollout",
+            "status",
+            "deploy/runyard-webhook",
+            "--timeout=180s",
+        ],
+    );
+
+    let ns = format!(
+        "runyard-e2e-hook-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.clone());
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace");
+    let pools: Api<WorkerPool> = Api::namespaced(client.clone(), &ns);
+    pools
+        .create(
+            &PostParams::default(),
+            &WorkerPool::new(
+                POOL,
+                WorkerPoolSpec {
+                    pool_size: 1,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("pool");
+    // The webhook's cache sees the pool within moments.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "bare-run", "labels": { LABEL_POOL: POOL } },
+        "spec": { "restartPolicy": "Never", "containers": [{ "name": "worker", "image": "busybox:1.36", "command": ["echo", "hi"] }] }
+    }))
+    .expect("pod");
+    let created = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("admitted");
+    assert!(
+        created.annotations().contains_key(ANNOTATION_INJECTED),
+        "injected"
+    );
+    let spec = created.spec.expect("spec");
+    let inits: Vec<_> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(&inits[..2], ["init", "launcher"]);
+    assert_eq!(
+        spec.security_context.and_then(|s| s.run_as_user),
+        Some(1983)
+    );
+
+    let mut orphan = pod.clone();
+    orphan.metadata.name = Some("orphan".into());
+    orphan.metadata.labels = Some([(LABEL_POOL.to_string(), "no-such-pool".to_string())].into());
+    let err = pods
+        .create(&PostParams::default(), &orphan)
+        .await
+        .expect_err("denied");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+}

@@ -83,6 +83,14 @@ pub fn check_policy(
     policy::check_images(pool_name, &pool.allowed_runner_image_hosts, user())?;
     if !pool.pod.allow_privileged {
         policy::check_privilege(pool_name, spec, user())?;
+        // The pool's own containers need the same opt-in: nothing privileged
+        // is ever injected unless the pool says so explicitly.
+        let pool_extra = pool
+            .pod
+            .custom_init_containers
+            .iter()
+            .chain(&pool.pod.additional_sidecar_containers);
+        policy::check_privilege(pool_name, &PodSpec::default(), pool_extra)?;
     }
     Ok(())
 }

@@ -962,6 +962,14 @@ proptest! {
                 pod::inject(&mut meta, &mut spec, &ctx).expect("second pass allowed");
                 prop_assert_eq!(&meta, &object.metadata);
                 prop_assert_eq!(Some(&spec), object.spec.as_ref());
+                // Nothing privileged is injected: no host namespaces, no
+                // privileged container, no privilege escalation.
+                prop_assert!(spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none());
+                for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                    let sc = c.security_context.as_ref();
+                    prop_assert!(sc.and_then(|s| s.privileged) != Some(true), "{} privileged", c.name);
+                    prop_assert!(sc.and_then(|s| s.allow_privilege_escalation) != Some(true), "{} escalates", c.name);
+                }
                 // Every container has its requests or limits for cpu and memory.
                 for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
                     let r = c.resources.as_ref().expect("resources");
@@ -1075,4 +1083,32 @@ fn install_wide_defaults_apply_and_their_image_is_exempt() {
     );
     // The mirror image is runyard's own: not subject to the run's host policy.
     assert_eq!(inj.mutate_pod(&new, "ci", &pools), Ok(Outcome::Unchanged));
+}
+
+#[test]
+fn privileged_pool_sidecars_need_the_opt_in_too() {
+    let mut spec = WorkerPoolSpec::default();
+    let mut dind = worker("dind", "docker:dind");
+    dind.security_context = Some(SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+    spec.pod.additional_sidecar_containers = vec![dind];
+    let pod = run_pod(vec![worker("w", "alpine")]);
+    let err = injector()
+        .mutate_pod(&pod, "ci", &pool("builders", spec.clone()))
+        .expect_err("denied");
+    assert!(err.to_string().contains("\"dind\" is privileged"), "{err}");
+    spec.pod.allow_privileged = true;
+    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pool("builders", spec)));
+    assert!(spec_sc_named(&new, "dind").privileged == Some(true));
+}
+
+fn spec_sc_named(pod: &Pod, name: &str) -> SecurityContext {
+    spec(pod)
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.security_context.clone())
+        .expect("security context")
 }
