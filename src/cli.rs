@@ -48,6 +48,67 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Show pools, workers and queued runs of a namespace.
     Status(StatusArgs),
+    /// Run inside a run pod (injected by the webhook): `init` or `serve`.
+    #[command(subcommand)]
+    Launcher(LauncherCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LauncherCommand {
+    /// Prepare the workspace, source and tools (the `init` container).
+    Init(LayoutArgs),
+    /// Serve the worker's local API and relay stop requests (the `launcher` sidecar).
+    Serve(ServeArgs),
+}
+
+/// Where the launcher works (the webhook sets these through the environment).
+#[derive(Debug, Clone, Args)]
+pub struct LayoutArgs {
+    /// Workspace directory.
+    #[arg(long, env = "RUNYARD_WORKSPACE", default_value = crate::injection::WORKSPACE_PATH)]
+    pub workspace: PathBuf,
+    /// Shared binaries cache.
+    #[arg(long, env = "RUNYARD_BINARIES_CACHE", default_value = crate::injection::BINARIES_CACHE_PATH)]
+    pub binaries_cache: PathBuf,
+    /// Directory of the run's tool links (first on the worker's PATH).
+    #[arg(long, env = "RUNYARD_BINARIES", default_value = crate::injection::BINARIES_PATH)]
+    pub binaries: PathBuf,
+    /// Downward-API directory with the pod's `annotations` and `labels`.
+    #[arg(long, env = "RUNYARD_PODINFO", default_value = crate::injection::pod::PODINFO_PATH)]
+    pub podinfo: PathBuf,
+    /// Extra CA certificates (PEM) trusted for downloads, e.g. a mirror's.
+    #[arg(long, env = "RUNYARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl LayoutArgs {
+    pub fn layout(&self) -> crate::launcher::Layout {
+        crate::launcher::Layout {
+            workspace: self.workspace.clone(),
+            cache: self.binaries_cache.clone(),
+            binaries: self.binaries.clone(),
+            podinfo: self.podinfo.clone(),
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// How the sidecar runs; `container` watches for the worker's processes to exit.
+    #[arg(long, env = "RUNYARD_SIDECAR_MODE", value_enum, default_value_t = SidecarMode::Native)]
+    pub sidecar_mode: SidecarMode,
+    /// Exit when this process exits (instead of watching the pod's containers).
+    #[arg(long)]
+    pub watch_pid: Option<u32>,
+    /// How long to keep serving after SIGTERM while the worker still runs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// How often annotations and processes are checked.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -494,6 +555,40 @@ pub async fn status(args: &StatusArgs) -> Result<String> {
         OutputFormat::Table => crate::status::render(&report),
         OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
     })
+}
+
+/// `runyard launcher init`: on failure the message also goes to the
+/// container's termination log, so `kubectl describe pod` shows it.
+pub async fn launcher_init(args: &LayoutArgs) -> Result<()> {
+    match crate::launcher::init::run(&args.layout()).await {
+        Ok(report) => {
+            tracing::info!(source = report.source_fetched, downloaded = ?report.tools_downloaded, cached = ?report.tools_cached, "workspace ready");
+            Ok(())
+        }
+        Err(e) => {
+            let log = std::env::var("RUNYARD_TERMINATION_LOG")
+                .unwrap_or_else(|_| "/dev/termination-log".into());
+            let _ = std::fs::write(log, format!("runyard launcher init: {e}"));
+            Err(e).context("preparing the run's workspace")
+        }
+    }
+}
+
+/// `runyard launcher serve`.
+pub async fn launcher_serve(args: &ServeArgs) -> Result<()> {
+    use crate::launcher::serve::{ServeOptions, WorkerWatch};
+    let watch = match (args.watch_pid, args.sidecar_mode) {
+        (Some(pid), _) => WorkerWatch::Pid(pid),
+        (None, SidecarMode::Container) => WorkerWatch::ProcessNamespace,
+        (None, SidecarMode::Native) => WorkerWatch::Kubelet,
+    };
+    let opts = ServeOptions {
+        watch,
+        grace: args.grace,
+        poll: args.poll,
+    };
+    crate::launcher::serve::run(&args.layout.layout(), opts).await?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

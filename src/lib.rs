@@ -12,6 +12,7 @@ pub mod crd;
 pub mod duration;
 pub mod inject;
 pub mod injection;
+pub mod launcher;
 pub mod pools;
 pub mod status;
 pub mod webhook;

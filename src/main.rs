@@ -28,6 +28,12 @@ fn main() -> ExitCode {
         Command::Certs(a) => runtime().and_then(|rt| rt.block_on(cli::certs(a))),
         Command::Webhook(a) => runtime().and_then(|rt| rt.block_on(cli::webhook(a))),
         Command::Controller(a) => runtime().and_then(|rt| rt.block_on(cli::controller(a))),
+        Command::Launcher(cli::LauncherCommand::Init(a)) => {
+            runtime().and_then(|rt| rt.block_on(cli::launcher_init(a)))
+        }
+        Command::Launcher(cli::LauncherCommand::Serve(a)) => {
+            runtime().and_then(|rt| rt.block_on(cli::launcher_serve(a)))
+        }
         Command::Status(a) => runtime()
             .and_then(|rt| rt.block_on(cli::status(a)))
             .map(|out| print!("{out}")),

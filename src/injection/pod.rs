@@ -616,7 +616,11 @@ fn init_container(ctx: &PodContext<'_>, env: &[EnvVar]) -> Result<Container, Inj
         env,
         ctx.pool.pod.init_container.as_ref(),
         &["runyard", "launcher", "init"],
-        workspace_mounts(false),
+        {
+            let mut mounts = workspace_mounts(false);
+            mounts.push(mount(PODINFO_VOLUME, PODINFO_PATH, None, true));
+            mounts
+        },
     )
 }
 
