@@ -48,9 +48,76 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Show pools, workers and queued runs of a namespace.
     Status(StatusArgs),
+    /// Submit a run, wait for it, stream its log, exit with its exit code.
+    Submit(SubmitArgs),
+    /// Stop a run gracefully (its result becomes Cancelled).
+    Cancel(CancelArgs),
     /// Run inside a run pod (injected by the webhook): `init` or `serve`.
     #[command(subcommand)]
     Launcher(LauncherCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Namespace (default: the Job file's, else the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// A Job manifest to submit instead of building one from flags.
+    #[arg(short = 'f', long = "filename", conflicts_with_all = ["image", "command"])]
+    pub filename: Option<PathBuf>,
+    /// Pool to run on (sets `runyard.dev/pool`).
+    #[arg(long, env = "RUNYARD_POOL")]
+    pub pool: Option<String>,
+    /// Image of the worker container.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Environment variable for the worker, `NAME=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Queue priority (`runyard.dev/priority`, higher first).
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// https URL of a source tarball the init container fetches.
+    #[arg(long, requires = "source_sha256")]
+    pub source_url: Option<String>,
+    /// SHA-256 the source tarball must have.
+    #[arg(long, requires = "source_url")]
+    pub source_sha256: Option<String>,
+    /// Return right after submission.
+    #[arg(long)]
+    pub detach: bool,
+    /// Summary format at the end (`json` prints a machine-readable summary on stdout).
+    #[arg(short = 'o', long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub output: SummaryFormat,
+    /// Grace period given to the worker when Ctrl-C cancels the run.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Command and arguments of the worker container (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    /// A line on stderr.
+    Text,
+    /// A JSON object on stdout.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The run: `job/NAME`, `pod/NAME`, or a Job name.
+    pub run: String,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Reason passed to the worker with the stop request.
+    #[arg(long, default_value = "cancelled by runyard cancel")]
+    pub reason: String,
+    /// How long the worker may take to stop before its pod is deleted.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -554,6 +621,115 @@ pub async fn status(args: &StatusArgs) -> Result<String> {
     Ok(match args.output {
         OutputFormat::Table => crate::status::render(&report),
         OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+    })
+}
+
+fn submit_job(args: &SubmitArgs) -> Result<(Option<String>, k8s_openapi::api::batch::v1::Job)> {
+    if let Some(path) = &args.filename {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let job: k8s_openapi::api::batch::v1::Job = serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not a Job manifest", path.display()))?;
+        if crate::injection::label(&job.metadata, crate::injection::LABEL_POOL).is_none() {
+            bail!(
+                "{} has no {} label: it would not be a run",
+                path.display(),
+                crate::injection::LABEL_POOL
+            );
+        }
+        return Ok((job.metadata.namespace.clone(), job));
+    }
+    let env = args
+        .env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--env {kv:?}: expected NAME=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let spec = crate::submit::RunSpec {
+        pool: args.pool.clone().unwrap_or_default(),
+        image: args.image.clone().unwrap_or_default(),
+        command: args.command.clone(),
+        env,
+        priority: args.priority,
+        source_url: args.source_url.clone(),
+        source_sha256: args.source_sha256.clone(),
+        name_prefix: String::new(),
+    };
+    Ok((None, crate::submit::job_from_flags(&spec)?))
+}
+
+/// `runyard submit`: returns the exit code for the process.
+pub async fn submit(args: &SubmitArgs) -> Result<i32> {
+    use std::io::IsTerminal;
+    let (file_ns, job) = submit_job(args)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster")?;
+    let ns = args
+        .namespace
+        .clone()
+        .or(file_ns)
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let cluster = crate::controller::cluster::KubeCluster::new(client, None);
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    let opts = crate::submit::SubmitOptions {
+        detach: args.detach,
+        poll: Duration::from_secs(1),
+        grace: args.grace,
+        progress: if std::io::stderr().is_terminal() {
+            crate::submit::Progress::Spinner
+        } else {
+            crate::submit::Progress::Lines
+        },
+    };
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let summary =
+        crate::submit::submit(&cluster, &ns, &job, &opts, &mut stdout, &mut stderr, rx).await?;
+    if args.output == SummaryFormat::Json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(summary.exit_code)
+}
+
+/// `runyard cancel`.
+pub async fn cancel(args: &CancelArgs) -> Result<String> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster")?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let cluster = crate::controller::cluster::KubeCluster::new(client, None);
+    let target = crate::submit::parse_target(&args.run);
+    let report = crate::submit::cancel(
+        &cluster,
+        &ns,
+        &target,
+        &args.reason,
+        args.grace,
+        Duration::from_secs(1),
+    )
+    .await?;
+    Ok(match (report.was_running, report.stopped_in_time) {
+        (false, _) => format!("{} cancelled before it started\n", report.run),
+        (true, true) => format!("{} cancelled; the worker stopped\n", report.run),
+        (true, false) => format!(
+            "{} cancelled; the worker did not stop within {:?}, its pod was deleted\n",
+            report.run, args.grace
+        ),
     })
 }
 

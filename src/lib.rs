@@ -15,4 +15,5 @@ pub mod injection;
 pub mod launcher;
 pub mod pools;
 pub mod status;
+pub mod submit;
 pub mod webhook;

@@ -417,5 +417,37 @@ async fn the_installed_webhook_injects_run_pods() {
         .expect_err("denied");
     assert!(err.to_string().contains("does not exist"), "{err}");
 
+    // `runyard submit` through the installed webhook and controller: the run
+    // is queued, claimed, injected (init and launcher from the image), and
+    // submit exits with the worker's exit code after printing its log.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
+        .env("KUBECONFIG", &kc)
+        .args([
+            "submit",
+            "-n",
+            &ns,
+            "--pool",
+            POOL,
+            "--image",
+            "busybox:1.36",
+            "-o",
+            "json",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from the worker; exit 3",
+        ])
+        .output()
+        .expect("runyard submit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("hello from the worker"), "{stdout}");
+    assert!(stdout.contains("\"exitCode\":3"), "{stdout}");
+
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
 }

@@ -62,6 +62,9 @@ impl From<kube::Error> for ClusterError {
 
 pub type Result<T> = std::result::Result<T, ClusterError>;
 
+/// Lines of a followed log.
+pub type LogLines = futures::stream::BoxStream<'static, Result<String>>;
+
 /// Reads and guarded writes of one namespace's runyard objects.
 pub trait Cluster: Send + Sync {
     fn pools(&self, ns: &str) -> impl Future<Output = Result<Vec<WorkerPool>>> + Send;
@@ -121,6 +124,20 @@ pub trait Cluster: Send + Sync {
         container: &str,
         since_seconds: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
+    fn create_job(&self, ns: &str, job: &Job) -> impl Future<Output = Result<Job>> + Send;
+    fn get_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Job>>> + Send;
+    fn delete_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn get_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Pod>>> + Send;
+    /// Follows a container's log from `since` (inclusive), each line prefixed
+    /// with its RFC 3339 timestamp and a space. The stream may end early (a
+    /// dropped connection); callers reconnect.
+    fn follow_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        since: Option<k8s_openapi::jiff::Timestamp>,
+    ) -> impl Future<Output = Result<LogLines>> + Send;
     /// Publishes an Event about `regarding`.
     fn event(
         &self,
@@ -156,6 +173,61 @@ fn selector(pool: &str) -> ListParams {
 }
 
 impl Cluster for KubeCluster {
+    async fn create_job(&self, ns: &str, job: &Job) -> Result<Job> {
+        Ok(Api::<Job>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), job)
+            .await?)
+    }
+
+    async fn get_job(&self, ns: &str, name: &str) -> Result<Option<Job>> {
+        Ok(Api::<Job>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
+    async fn delete_job(&self, ns: &str, name: &str) -> Result<()> {
+        match Api::<Job>::namespaced(self.client.clone(), ns)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match ClusterError::from(e) {
+                ClusterError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
+        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
+    async fn follow_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        since: Option<k8s_openapi::jiff::Timestamp>,
+    ) -> Result<LogLines> {
+        use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+        let lp = LogParams {
+            container: Some(container.to_string()),
+            follow: true,
+            timestamps: true,
+            since_time: since,
+            ..LogParams::default()
+        };
+        let reader = Api::<Pod>::namespaced(self.client.clone(), ns)
+            .log_stream(pod, &lp)
+            .await?;
+        Ok(reader
+            .lines()
+            .map_err(|e| ClusterError::Api(e.to_string()))
+            .boxed())
+    }
+
     async fn pools(&self, ns: &str) -> Result<Vec<WorkerPool>> {
         Ok(Api::<WorkerPool>::namespaced(self.client.clone(), ns)
             .list(&ListParams::default())

@@ -62,6 +62,9 @@ struct State {
     pods: BTreeMap<(String, String), Pod>,
     events: Vec<RecordedEvent>,
     silent_pods: Vec<String>,
+    logs: BTreeMap<String, Vec<(Timestamp, String)>>,
+    /// Log streams end after this many lines, once each.
+    log_drops: Vec<usize>,
     faults: Vec<Fault>,
     writes: BTreeMap<Op, usize>,
 }
@@ -73,7 +76,12 @@ pub struct MemoryCluster {
     /// Yield to the scheduler at every call, so that concurrent controllers
     /// interleave their reads and writes.
     interleave: std::sync::atomic::AtomicBool,
+    /// Mutating admission for created Jobs (the webhook's role).
+    admission: Mutex<Option<JobAdmission>>,
 }
+
+/// A mutating admission step for Jobs created through the in-memory API.
+pub type JobAdmission = Box<dyn Fn(&str, &mut Job) -> Result<()> + Send + Sync>;
 
 fn key(ns: &str, name: &str) -> (String, String) {
     (ns.to_string(), name.to_string())
@@ -122,6 +130,15 @@ impl MemoryCluster {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `admission` on every Job created through [`Cluster::create_job`],
+    /// as the webhook does (e.g. with the real injection engine).
+    pub fn set_job_admission(&self, admission: JobAdmission) {
+        *self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(admission);
     }
 
     /// Every call yields first, so that concurrently polled reconciles interleave.
@@ -318,6 +335,48 @@ impl MemoryCluster {
         self.lock().events.clone()
     }
 
+    /// Appends a log line of a pod (timestamps strictly increase).
+    pub fn log(&self, pod: &str, line: &str) {
+        let mut s = self.lock();
+        let last = s.logs.get(pod).and_then(|l| l.last()).map(|(t, _)| *t);
+        let now = Timestamp::now();
+        let ts = match last {
+            Some(t) if t >= now => t + k8s_openapi::jiff::SignedDuration::from_micros(1),
+            _ => now,
+        };
+        s.logs
+            .entry(pod.to_string())
+            .or_default()
+            .push((ts, line.to_string()));
+    }
+
+    /// The next log stream ends after `lines` lines (a dropped connection).
+    pub fn drop_log_stream_after(&self, lines: usize) {
+        self.lock().log_drops.push(lines);
+    }
+
+    /// Sets a pod's phase and its worker container's exit code.
+    pub fn terminate_pod(&self, ns: &str, name: &str, exit_code: i32) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        if let Some(p) = s.pods.get_mut(&key(ns, name)) {
+            let container = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            p.status = Some(serde_json::from_value(serde_json::json!({
+                "phase": if exit_code == 0 { "Succeeded" } else { "Failed" },
+                "containerStatuses": [{
+                    "name": container, "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": { "terminated": { "exitCode": exit_code } }
+                }]
+            })).unwrap_or_default());
+            stamp(&mut p.metadata, rv);
+        }
+    }
+
     /// Makes a pod's containers print nothing (for logsTimeout).
     pub fn silence(&self, pod: &str) {
         self.lock().silent_pods.push(pod.to_string());
@@ -512,6 +571,77 @@ impl Cluster for MemoryCluster {
     ) -> Result<bool> {
         self.yield_point().await;
         Ok(!self.lock().silent_pods.iter().any(|p| p == pod))
+    }
+
+    async fn create_job(&self, ns: &str, job: &Job) -> Result<Job> {
+        self.yield_point().await;
+        let mut j = job.clone();
+        if let Some(admit) = self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            admit(ns, &mut j)?;
+        }
+        let mut s = self.lock();
+        let name = match (&j.metadata.name, &j.metadata.generate_name) {
+            (Some(n), _) => n.clone(),
+            (None, Some(prefix)) => format!("{prefix}{:05}", s.rv),
+            (None, None) => return Err(ClusterError::Api("name or generateName required".into())),
+        };
+        if s.jobs.contains_key(&key(ns, &name)) {
+            return Err(ClusterError::Conflict);
+        }
+        let rv = Self::bump(&mut s);
+        j.metadata.name = Some(name.clone());
+        j.metadata.namespace = Some(ns.to_string());
+        j.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+        stamp(&mut j.metadata, rv);
+        s.jobs.insert(key(ns, &name), j.clone());
+        Ok(j)
+    }
+
+    async fn get_job(&self, ns: &str, name: &str) -> Result<Option<Job>> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        Ok(self.lock().jobs.get(&key(ns, name)).cloned())
+    }
+
+    async fn delete_job(&self, ns: &str, name: &str) -> Result<()> {
+        self.yield_point().await;
+        self.lock().jobs.remove(&key(ns, name));
+        Ok(())
+    }
+
+    async fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
+        self.yield_point().await;
+        Ok(self.lock().pods.get(&key(ns, name)).cloned())
+    }
+
+    async fn follow_logs(
+        &self,
+        _ns: &str,
+        pod: &str,
+        _container: &str,
+        since: Option<Timestamp>,
+    ) -> Result<super::cluster::LogLines> {
+        use futures::StreamExt;
+        self.yield_point().await;
+        let mut s = self.lock();
+        let mut lines: Vec<Result<String>> = s
+            .logs
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .filter(|(t, _)| since.is_none_or(|since| *t >= since))
+            .map(|(t, l)| Ok(format!("{t} {l}")))
+            .collect();
+        if !s.log_drops.is_empty() {
+            let n = s.log_drops.remove(0);
+            lines.truncate(n);
+        }
+        Ok(futures::stream::iter(lines).boxed())
     }
 
     async fn event(

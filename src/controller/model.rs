@@ -177,6 +177,9 @@ pub enum Action {
         run: RunKey,
         outcome: Option<Outcome>,
         delete: bool,
+        /// Record the outcome on the run (not when a result, e.g. Cancelled,
+        /// is already there).
+        record: bool,
     },
     /// Record the outcome on the run (annotation and Event).
     RecordResult { run: RunKey, outcome: Outcome },
@@ -290,12 +293,14 @@ pub fn decide(s: &Snapshot) -> (Vec<Action>, Counts) {
             Some(key) => {
                 let run = runs.get(key);
                 let release_idle = !draining;
+                let record = run.is_some_and(|r| !r.result_recorded);
                 let release = |outcome: Option<Outcome>| Action::Release {
                     worker: w.name.clone(),
                     rv: w.resource_version.clone(),
                     run: key.clone(),
                     outcome,
                     delete: draining,
+                    record,
                 };
                 let released_before = actions.len();
                 match run {
@@ -800,7 +805,8 @@ mod tests {
                 rv: "rv-w1".into(),
                 run: RunKey::job("r1"),
                 outcome: None,
-                delete: false
+                delete: false,
+                record: true
             }]
         );
     }

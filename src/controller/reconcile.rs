@@ -444,7 +444,11 @@ impl<C: Cluster> Exec<'_, C> {
                 run,
                 outcome,
                 delete,
-            } => self.release(&worker, &rv, &run, outcome, delete).await,
+                record,
+            } => {
+                self.release(&worker, &rv, &run, outcome, delete, record)
+                    .await
+            }
             Action::RecordResult { run, outcome } => self.record(&run, outcome).await,
             Action::DeletePod { name, reason } => match self.c.delete_pod(self.ns, &name).await {
                 Ok(()) => tracing::debug!(pod = %name, reason, "deleted run pod"),
@@ -585,6 +589,7 @@ impl<C: Cluster> Exec<'_, C> {
         run: &RunKey,
         outcome: Option<Outcome>,
         delete: bool,
+        record: bool,
     ) {
         let finished = matches!(outcome, Some(Outcome::Succeeded | Outcome::Failed));
         let result = if delete {
@@ -610,7 +615,8 @@ impl<C: Cluster> Exec<'_, C> {
         }
         self.report.releases += 1;
         match outcome {
-            Some(o @ (Outcome::Succeeded | Outcome::Failed)) => self.record(run, o).await,
+            Some(o @ (Outcome::Succeeded | Outcome::Failed)) if record => self.record(run, o).await,
+            Some(Outcome::Succeeded | Outcome::Failed) => {}
             Some(Outcome::Lost) => {
                 let note = format!("worker {worker} released: its run {run} no longer exists");
                 self.pool_event(true, "RunLost", &note).await;
