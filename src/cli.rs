@@ -605,16 +605,24 @@ pub async fn controller(args: &ControllerArgs) -> Result<()> {
     Ok(())
 }
 
-/// `runyard status`.
-pub async fn status(args: &StatusArgs) -> Result<String> {
+/// The cluster API and the namespace to use (`explicit`, else the
+/// kubeconfig's default).
+async fn cluster_in(
+    explicit: Option<&str>,
+) -> Result<(crate::controller::cluster::KubeCluster, String)> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the cluster")?;
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let cluster = crate::controller::cluster::KubeCluster::new(client, None);
+    let ns = explicit.map_or_else(|| client.default_namespace().to_string(), str::to_string);
+    Ok((
+        crate::controller::cluster::KubeCluster::new(client, None),
+        ns,
+    ))
+}
+
+/// `runyard status`.
+pub async fn status(args: &StatusArgs) -> Result<String> {
+    let (cluster, ns) = cluster_in(args.namespace.as_deref()).await?;
     let report = crate::status::collect(&cluster, &ns)
         .await
         .with_context(|| format!("reading pools in namespace {ns}"))?;
@@ -665,15 +673,7 @@ fn submit_job(args: &SubmitArgs) -> Result<(Option<String>, k8s_openapi::api::ba
 pub async fn submit(args: &SubmitArgs) -> Result<i32> {
     use std::io::IsTerminal;
     let (file_ns, job) = submit_job(args)?;
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the cluster")?;
-    let ns = args
-        .namespace
-        .clone()
-        .or(file_ns)
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let cluster = crate::controller::cluster::KubeCluster::new(client, None);
+    let (cluster, ns) = cluster_in(args.namespace.as_deref().or(file_ns.as_deref())).await?;
     let (tx, rx) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         loop {
@@ -705,14 +705,7 @@ pub async fn submit(args: &SubmitArgs) -> Result<i32> {
 
 /// `runyard cancel`.
 pub async fn cancel(args: &CancelArgs) -> Result<String> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the cluster")?;
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let cluster = crate::controller::cluster::KubeCluster::new(client, None);
+    let (cluster, ns) = cluster_in(args.namespace.as_deref()).await?;
     let target = crate::submit::parse_target(&args.run);
     let report = crate::submit::cancel(
         &cluster,

@@ -168,6 +168,20 @@ impl KubeCluster {
     }
 }
 
+/// Deletes (background propagation); an object already gone is fine.
+async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) => match ClusterError::from(e) {
+            ClusterError::NotFound => Ok(()),
+            other => Err(other),
+        },
+    }
+}
+
 fn selector(pool: &str) -> ListParams {
     ListParams::default().labels(&format!("{LABEL_POOL}={pool}"))
 }
@@ -186,16 +200,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_job(&self, ns: &str, name: &str) -> Result<()> {
-        match Api::<Job>::namespaced(self.client.clone(), ns)
-            .delete(name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match ClusterError::from(e) {
-                ClusterError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
+        delete_if_present(Api::<Job>::namespaced(self.client.clone(), ns), name).await
     }
 
     async fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
@@ -306,16 +311,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
-        match Api::<Pod>::namespaced(self.client.clone(), ns)
-            .delete(name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match ClusterError::from(e) {
-                ClusterError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
+        delete_if_present(Api::<Pod>::namespaced(self.client.clone(), ns), name).await
     }
 
     async fn patch_pool_status(
