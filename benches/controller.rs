@@ -90,6 +90,24 @@ async fn main() {
         c.add_queued_job(NS, &format!("run-{i:05}"), POOL, 1_700_000_000 + i, None);
     }
     let stored = rss_mib();
+    // The controller's own working set for one pass: the summarised listing
+    // and the run model, held at once (as during a reconcile).
+    let held = {
+        let (pool, workers, jobs, pods) = runyard::controller::reconcile::snapshot(&c, NS, POOL)
+            .await
+            .expect("snapshot");
+        let runs: Vec<_> = jobs
+            .iter()
+            .map(runyard::controller::reconcile::run_from_job)
+            .collect();
+        let after = rss_mib();
+        let n = runs.len() + workers.len() + pods.len() + usize::from(pool.is_some());
+        (after - stored, n)
+    };
+    println!(
+        "controller working set for one pass over 10,000 queued runs (Job summaries + run model): +{:.1} MiB RSS ({} objects)",
+        held.0, held.1
+    );
     let t = Instant::now();
     settle(&c, &m).await;
     let r = reconcile_pool(&c, &m, NS, POOL).await.expect("reconcile");

@@ -71,8 +71,8 @@ pub trait Cluster: Send + Sync {
     fn pool(&self, ns: &str, name: &str)
         -> impl Future<Output = Result<Option<WorkerPool>>> + Send;
     fn workers(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Worker>>> + Send;
-    /// Jobs labeled `runyard.dev/pool=<pool>`.
-    fn jobs(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Job>>> + Send;
+    /// Jobs labeled `runyard.dev/pool=<pool>`, as summaries.
+    fn jobs(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<JobSummary>>> + Send;
     /// Pods labeled `runyard.dev/pool=<pool>` (bare runs and Job pods).
     fn pods(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Pod>>> + Send;
     /// Creates a worker; the returned object carries its resourceVersion.
@@ -168,6 +168,57 @@ impl KubeCluster {
     }
 }
 
+/// A listed run Job as the controller keeps it. A typed `Job` is ~2.6 KB
+/// before any of its data (its pod template is inline); a long queue is held
+/// as these instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    /// The Job's metadata, without managedFields.
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub suspend: Option<bool>,
+    /// `(type, status)` of the Job's conditions.
+    pub conditions: Vec<(String, String)>,
+}
+
+impl JobSummary {
+    pub fn of(job: &Job) -> Self {
+        let mut metadata = job.metadata.clone();
+        metadata.managed_fields = None;
+        Self {
+            metadata,
+            suspend: job.spec.as_ref().and_then(|s| s.suspend),
+            conditions: job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
+    }
+
+    /// An ObjectReference for Events.
+    pub fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: self.metadata.name.clone(),
+            namespace: self.metadata.namespace.clone(),
+            uid: self.metadata.uid.clone(),
+            resource_version: self.metadata.resource_version.clone(),
+            field_path: None,
+        }
+    }
+}
+
+/// Page size of list calls.
+const PAGE: u32 = 500;
+
 /// Deletes (background propagation); an object already gone is fine.
 async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<()>
 where
@@ -254,11 +305,20 @@ impl Cluster for KubeCluster {
             .items)
     }
 
-    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<Job>> {
-        Ok(Api::<Job>::namespaced(self.client.clone(), ns)
-            .list(&selector(pool))
-            .await?
-            .items)
+    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<JobSummary>> {
+        // Paged and summarised as it arrives: a long queue never sits in
+        // memory as full objects.
+        let api = Api::<Job>::namespaced(self.client.clone(), ns);
+        let mut out = Vec::new();
+        let mut lp = selector(pool).limit(PAGE);
+        loop {
+            let page = api.list(&lp).await?;
+            out.extend(page.items.iter().map(JobSummary::of));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
     }
 
     async fn pods(&self, ns: &str, pool: &str) -> Result<Vec<Pod>> {

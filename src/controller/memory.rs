@@ -416,11 +416,14 @@ impl Cluster for MemoryCluster {
         Ok(list(&self.lock().workers, ns, |w| w.spec.pool == pool))
     }
 
-    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<Job>> {
+    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<super::cluster::JobSummary>> {
         self.yield_point().await;
-        Ok(list(&self.lock().jobs, ns, |j| {
-            label(&j.metadata, LABEL_POOL) == Some(pool)
-        }))
+        let s = self.lock();
+        Ok(s.jobs
+            .iter()
+            .filter(|((n, _), j)| n == ns && label(&j.metadata, LABEL_POOL) == Some(pool))
+            .map(|(_, j)| super::cluster::JobSummary::of(j))
+            .collect())
     }
 
     async fn pods(&self, ns: &str, pool: &str) -> Result<Vec<Pod>> {

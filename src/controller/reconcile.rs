@@ -3,7 +3,7 @@
 //! decided on. Level-based and idempotent: a failed or conflicting write is
 //! simply decided again on the next pass.
 
-use super::cluster::{reference, Cluster, ClusterError};
+use super::cluster::{reference, Cluster, ClusterError, JobSummary};
 use super::metrics::ControllerMetrics;
 use super::model::{
     decide, Action, Counts, FinishedPod, Outcome, Run, RunKey, RunKind, RunPhase, Snapshot,
@@ -14,7 +14,6 @@ use crate::crd::{Worker, WorkerPhase, WorkerPool, WorkerPoolStatus, WorkerSpec, 
 use crate::injection::{
     is_injected, label, ANNOTATION_PRIORITY, LABEL_RUN_ID, LABEL_WORKER, SCHEDULING_GATE,
 };
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -52,29 +51,25 @@ fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-fn condition_true(job: &Job, types: &[&str]) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| types.contains(&c.type_.as_str()) && c.status == "True")
-        })
+fn condition_true(job: &JobSummary, types: &[&str]) -> bool {
+    job.conditions
+        .iter()
+        .any(|(t, status)| types.contains(&t.as_str()) && status == "True")
 }
 
 /// A run Job as the model sees it.
-pub fn run_from_job(job: &Job) -> Run {
+pub fn run_from_job(job: &JobSummary) -> Run {
     let phase = if condition_true(job, &["Complete", "SuccessCriteriaMet"]) {
         RunPhase::Succeeded
     } else if condition_true(job, &["Failed", "FailureTarget"]) {
         RunPhase::Failed
-    } else if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+    } else if job.suspend == Some(true) {
         RunPhase::Queued
     } else {
         RunPhase::Running
     };
     run_common(
-        RunKey::job(job.name_any()),
+        RunKey::job(job.name()),
         &job.metadata,
         phase,
         false,
@@ -191,7 +186,7 @@ pub async fn snapshot<C: Cluster>(
     c: &C,
     ns: &str,
     pool: &str,
-) -> Result<(Option<WorkerPool>, Vec<Worker>, Vec<Job>, Vec<Pod>), ClusterError> {
+) -> Result<(Option<WorkerPool>, Vec<Worker>, Vec<JobSummary>, Vec<Pod>), ClusterError> {
     let (p, w, j, pods) = futures::join!(
         c.pool(ns, pool),
         c.workers(ns, pool),
@@ -222,7 +217,7 @@ pub async fn reconcile_pool<C: Cluster>(
 
     let refs: BTreeMap<RunKey, ObjectReference> = jobs
         .iter()
-        .map(|j| (RunKey::job(j.name_any()), reference(j)))
+        .map(|j| (RunKey::job(j.name()), j.reference()))
         .chain(
             pods.iter()
                 .filter(|p| !owned_by_job(p))
@@ -664,7 +659,7 @@ impl<C: Cluster> Exec<'_, C> {
     }
 
     /// Fails busy runs whose worker container printed nothing for `logsTimeout`.
-    async fn check_logs_timeouts(&mut self, jobs: &[Job], pods: &[Pod]) {
+    async fn check_logs_timeouts(&mut self, jobs: &[JobSummary], pods: &[Pod]) {
         let Some(timeout) = self
             .pool
             .and_then(|p| p.spec.logs_timeout.as_deref())
