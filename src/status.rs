@@ -3,10 +3,8 @@
 //! logic, so it shows exactly the queue order the controller uses.
 
 use crate::controller::cluster::{Cluster, ClusterError};
-use crate::controller::model::{decide, queue, Snapshot};
-use crate::controller::reconcile::{
-    finished_pod, run_from_job, run_from_pod, snapshot, worker_view,
-};
+use crate::controller::model::queue;
+use crate::controller::reconcile::{model_snapshot, snapshot};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -65,15 +63,8 @@ pub async fn collect<C: Cluster>(c: &C, ns: &str) -> Result<StatusReport, Cluste
     for pool in pools {
         let name = pool.name_any();
         let (_, workers, jobs, pods) = snapshot(c, ns, &name).await?;
-        let mut snap = Snapshot {
-            pool: Some(pool.spec.clone()),
-            workers: workers.iter().map(worker_view).collect(),
-            runs: jobs.iter().map(run_from_job).collect(),
-            finished_pods: pods.iter().filter_map(finished_pod).collect(),
-        };
-        snap.runs.extend(pods.iter().filter_map(run_from_pod));
-        let (_, counts) = decide(&snap);
-        // What is true now (decide's counts assume its claims are made).
+        let snap = model_snapshot(Some(&pool), &workers, &jobs, &pods);
+        // What is true now, not what the controller's next pass would make it.
         let busy = snap
             .workers
             .iter()
@@ -82,7 +73,7 @@ pub async fn collect<C: Cluster>(c: &C, ns: &str) -> Result<StatusReport, Cluste
         let queued = queue(&snap.runs);
         report.pools.push(PoolRow {
             name: name.clone(),
-            desired: counts.desired,
+            desired: pool.spec.pool_size.max(0),
             actual: snap
                 .workers
                 .iter()

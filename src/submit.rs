@@ -3,8 +3,8 @@
 //! without losing or repeating lines), and exit with the worker's exit code.
 
 use crate::controller::cluster::{Cluster, ClusterError};
-use crate::controller::model::{queue, RunKey, RunKind, Snapshot};
-use crate::controller::reconcile::{run_from_job, run_from_pod, snapshot, worker_view};
+use crate::controller::model::{queue, RunKey, RunKind};
+use crate::controller::reconcile::{model_snapshot, snapshot};
 use crate::controller::ANNOTATION_RESULT;
 use crate::injection::{
     label, ANNOTATION_PRIORITY, INIT_CONTAINER, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER,
@@ -621,13 +621,7 @@ async fn queue_note<C: Cluster>(c: &C, ns: &str, pool: &str, job: &str) -> Strin
     let Some(pool_obj) = p else {
         return format!("queued, but pool {pool} does not exist");
     };
-    let mut snap = Snapshot {
-        pool: Some(pool_obj.spec.clone()),
-        workers: workers.iter().map(worker_view).collect(),
-        runs: jobs.iter().map(run_from_job).collect(),
-        finished_pods: Vec::new(),
-    };
-    snap.runs.extend(pods.iter().filter_map(run_from_pod));
+    let snap = model_snapshot(Some(&pool_obj), &workers, &jobs, &pods);
     let q = queue(&snap.runs);
     let busy = snap
         .workers

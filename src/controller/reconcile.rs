@@ -196,6 +196,23 @@ pub async fn snapshot<C: Cluster>(
     Ok((p?, w?, j?, pods?))
 }
 
+/// The model's view of a pool's listing (as read by [`snapshot`]).
+pub fn model_snapshot(
+    pool: Option<&WorkerPool>,
+    workers: &[Worker],
+    jobs: &[JobSummary],
+    pods: &[Pod],
+) -> Snapshot {
+    let mut runs: Vec<Run> = jobs.iter().map(run_from_job).collect();
+    runs.extend(pods.iter().filter_map(run_from_pod));
+    Snapshot {
+        pool: pool.map(|p| p.spec.clone()),
+        workers: workers.iter().map(worker_view).collect(),
+        runs,
+        finished_pods: pods.iter().filter_map(finished_pod).collect(),
+    }
+}
+
 /// Reconciles one pool.
 pub async fn reconcile_pool<C: Cluster>(
     c: &C,
@@ -206,13 +223,7 @@ pub async fn reconcile_pool<C: Cluster>(
     let started = Instant::now();
     let (pool, workers, jobs, pods) = snapshot(c, ns, pool_name).await?;
     let pool = pool.filter(|p| p.metadata.deletion_timestamp.is_none());
-    let mut snap = Snapshot {
-        pool: pool.as_ref().map(|p| p.spec.clone()),
-        workers: workers.iter().map(worker_view).collect(),
-        runs: jobs.iter().map(run_from_job).collect(),
-        finished_pods: pods.iter().filter_map(finished_pod).collect(),
-    };
-    snap.runs.extend(pods.iter().filter_map(run_from_pod));
+    let snap = model_snapshot(pool.as_ref(), &workers, &jobs, &pods);
     let (actions, counts) = decide(&snap);
 
     let refs: BTreeMap<RunKey, ObjectReference> = jobs
