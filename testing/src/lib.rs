@@ -1,0 +1,2 @@
+//! Test doubles for runyard, never linked into the shipped binary (a
+//! dev-dependency only).
