@@ -2,10 +2,10 @@
 //! (`cargo bench --bench controller`). Not criterion: each scenario is a
 //! whole workload, reported with its percentiles.
 
-use runyard::controller::memory::MemoryCluster;
+use runyard::controller::act::reconcile_pool;
 use runyard::controller::metrics::ControllerMetrics;
-use runyard::controller::reconcile::reconcile_pool;
 use runyard::crd::WorkerPoolSpec;
+use runyard_testing::MemoryCluster;
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -93,15 +93,18 @@ async fn main() {
     // The controller's own working set for one pass: the summarised listing
     // and the run model, held at once (as during a reconcile).
     let held = {
-        let (pool, workers, jobs, pods) = runyard::controller::reconcile::snapshot(&c, NS, POOL)
-            .await
-            .expect("snapshot");
-        let runs: Vec<_> = jobs
+        use runyard::cluster::PoolReads;
+        let objects = c.snapshot(NS, POOL).await.expect("snapshot");
+        let runs: Vec<_> = objects
+            .jobs
             .iter()
-            .map(runyard::controller::reconcile::run_from_job)
+            .map(runyard::controller::model::observe::run_from_job)
             .collect();
         let after = rss_mib();
-        let n = runs.len() + workers.len() + pods.len() + usize::from(pool.is_some());
+        let n = runs.len()
+            + objects.workers.len()
+            + objects.pods.len()
+            + usize::from(objects.pool.is_some());
         (after - stored, n)
     };
     println!(

@@ -15,8 +15,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn setup() -> (Injector, StaticPools, Vec<(&'static str, Vec<u8>)>) {
     let root = env!("CARGO_MANIFEST_DIR");
-    let pools = runyard::pools::load_pool_file(format!("{root}/benches/data/pools.yaml").as_ref())
-        .expect("pools");
+    let pools =
+        runyard::injection::load_pool_file(format!("{root}/benches/data/pools.yaml").as_ref())
+            .expect("pools");
     let bodies = ["review-6k.json", "review-16k.json"]
         .into_iter()
         .map(|name| {

@@ -2,6 +2,7 @@
 //! (rcgen), written to a directory, to a `kubernetes.io/tls` Secret, and as the
 //! `caBundle` of the MutatingWebhookConfiguration.
 
+use crate::vocab::{ANNOTATION_CERT_NAMES, ANNOTATION_CERT_NOT_AFTER, CERTS_FIELD_MANAGER};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -14,9 +15,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
-/// Field manager used for runyard's writes.
-pub const FIELD_MANAGER: &str = "runyard";
-
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("generating certificates: {0}")]
@@ -28,14 +26,14 @@ pub enum CertError {
     },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{what}: {source}")]
+    Cluster {
+        what: String,
+        source: Box<CertError>,
+    },
     #[error("MutatingWebhookConfiguration {0:?} has no webhooks to patch")]
     NoWebhooks(String),
 }
-
-/// Annotation on the Secret: when the certificate expires (seconds since the epoch).
-pub const ANNOTATION_NOT_AFTER: &str = "runyard.dev/not-after";
-/// Annotation on the Secret: the names the certificate is for.
-pub const ANNOTATION_NAMES: &str = "runyard.dev/names";
 
 /// A CA and a serving certificate signed by it, all PEM.
 #[derive(Debug, Clone)]
@@ -122,8 +120,8 @@ pub fn reusable(
     now: i64,
 ) -> Option<Bundle> {
     let annotations = secret.metadata.annotations.as_ref()?;
-    let not_after: i64 = annotations.get(ANNOTATION_NOT_AFTER)?.parse().ok()?;
-    if annotations.get(ANNOTATION_NAMES)? != &names.join(",") {
+    let not_after: i64 = annotations.get(ANNOTATION_CERT_NOT_AFTER)?.parse().ok()?;
+    if annotations.get(ANNOTATION_CERT_NAMES)? != &names.join(",") {
         return None;
     }
     if not_after - now <= i64::from(renew_before_days) * 86_400 {
@@ -224,10 +222,10 @@ pub fn tls_secret(bundle: &Bundle, name: &str, namespace: &str) -> Secret {
             )])),
             annotations: Some(BTreeMap::from([
                 (
-                    ANNOTATION_NOT_AFTER.to_string(),
+                    ANNOTATION_CERT_NOT_AFTER.to_string(),
                     bundle.not_after.to_string(),
                 ),
-                (ANNOTATION_NAMES.to_string(), bundle.names.join(",")),
+                (ANNOTATION_CERT_NAMES.to_string(), bundle.names.join(",")),
             ])),
             ..Default::default()
         },
@@ -275,7 +273,7 @@ pub async fn apply_secret(client: kube::Client, secret: &Secret) -> Result<(), C
     });
     api.patch(
         name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(CERTS_FIELD_MANAGER).force(),
         &Patch::Apply(value),
     )
     .await?;
@@ -299,6 +297,95 @@ pub async fn patch_webhook(
             other => return other.map(|_| ()).map_err(CertError::from),
         }
     }
+}
+
+/// What `runyard certs` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Provision {
+    /// DNS names and IPs of the serving certificate.
+    pub names: Vec<String>,
+    pub days: u32,
+    pub out_dir: PathBuf,
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Also write this `kubernetes.io/tls` Secret.
+    pub secret: Option<String>,
+    /// Also set `caBundle` on this MutatingWebhookConfiguration.
+    pub patch_webhook: Option<String>,
+    /// Keep an existing Secret for the same names unless it expires within this many days.
+    pub renew_before_days: u32,
+    /// Always generate new certificates.
+    pub force: bool,
+}
+
+impl Provision {
+    /// Whether the cluster is needed (`--secret`, `--patch-webhook`).
+    pub fn needs_cluster(&self) -> bool {
+        self.secret.is_some() || self.patch_webhook.is_some()
+    }
+}
+
+fn in_cluster(what: String) -> impl FnOnce(CertError) -> CertError {
+    move |e| CertError::Cluster {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// Generates (or, with a Secret, reuses) the certificates, writes them to the
+/// directory, and with a client writes the Secret and patches `caBundle`.
+/// Returns what it did, a line each.
+pub async fn provision(
+    p: &Provision,
+    client: Option<kube::Client>,
+) -> Result<Vec<String>, CertError> {
+    let mut done = Vec::new();
+    let mut reused = None;
+    if let (Some(client), Some(name), false) = (&client, &p.secret, p.force) {
+        let existing = read_secret(client.clone(), &p.namespace, name)
+            .await
+            .map_err(in_cluster(format!("reading Secret {}/{name}", p.namespace)))?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        reused = existing.and_then(|s| reusable(&s, &p.names, p.renew_before_days, now));
+    }
+    let bundle = match reused {
+        Some(b) => {
+            done.push(format!(
+                "reusing the valid certificate in Secret {}/{}",
+                p.namespace,
+                p.secret.as_deref().unwrap_or_default()
+            ));
+            b
+        }
+        None => generate(&p.names, p.days)?,
+    };
+    for f in write_dir(&bundle, &p.out_dir)? {
+        done.push(format!("wrote {}", f.display()));
+    }
+    let Some(client) = client else {
+        return Ok(done);
+    };
+    if let Some(name) = &p.secret {
+        // A reused bundle (no CA key in hand) is already in the Secret.
+        if !bundle.ca_key.is_empty() {
+            let secret = tls_secret(&bundle, name, &p.namespace);
+            apply_secret(client.clone(), &secret)
+                .await
+                .map_err(in_cluster(format!("writing Secret {}/{name}", p.namespace)))?;
+            done.push(format!("applied Secret {}/{name}", p.namespace));
+        }
+    }
+    if let Some(name) = &p.patch_webhook {
+        patch_webhook(client, name, &bundle.ca_cert)
+            .await
+            .map_err(in_cluster(format!(
+                "patching caBundle of MutatingWebhookConfiguration {name}"
+            )))?;
+        done.push(format!(
+            "patched caBundle of MutatingWebhookConfiguration {name}"
+        ));
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

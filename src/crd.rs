@@ -20,10 +20,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// API group of runyard's custom resources.
+/// API group of runyard's custom resources (also written out in the derives
+/// below, which take literals only).
 pub const GROUP: &str = "workers.runyard.dev";
-/// API version of runyard's custom resources.
-pub const VERSION: &str = "v1alpha1";
 
 /// A pool of workers that executes runs (Jobs and Pods labeled `runyard.dev/pool=<name>`)
 /// in its namespace, at most `poolSize` at a time.
@@ -444,6 +443,7 @@ pub fn crds_yaml() -> Result<String, serde_norway::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::Resource;
 
     #[test]
     fn pool_defaults_apply_to_an_empty_spec() {
@@ -455,6 +455,8 @@ mod tests {
 
     #[test]
     fn crd_has_scale_status_and_short_name() {
+        assert_eq!(WorkerPool::group(&()), GROUP);
+        assert_eq!(Worker::group(&()), GROUP);
         let crd = WorkerPool::crd();
         assert_eq!(crd.spec.names.short_names, Some(vec!["wp".to_string()]));
         let version = &crd.spec.versions[0];

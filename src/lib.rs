@@ -1,19 +1,25 @@
 //! runyard: plain Kubernetes Jobs and Pods as managed runs on a worker pool.
 //!
-//! Pure logic (the injection engine, the CRD types) lives apart from I/O (the
-//! webhook server, the CLI), so most behaviour is tested without a network.
+//! The modules follow the product: the vocabulary and CRD types; the pure
+//! injection engine and the webhook around it; the cluster API; the
+//! controller (a pure model, the writes, the runtime); the CLI clients; the
+//! launcher inside run pods; and one module per subcommand. Pure logic lives
+//! apart from I/O, so most behaviour is tested without a network; the README's
+//! "Code map" lists what each module may import, and `tests/layout.rs` keeps
+//! it that way.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod certs;
-pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod cmd;
 pub mod controller;
 pub mod crd;
 pub mod duration;
-pub mod inject;
+pub mod http;
 pub mod injection;
 pub mod launcher;
-pub mod pools;
-pub mod status;
-pub mod submit;
+pub mod shutdown;
+pub mod vocab;
 pub mod webhook;

@@ -3,15 +3,15 @@
 //! deletion, crashes between the two claim writes, injected conflicts,
 //! timeouts and API errors, and controllers racing without a Lease.
 
-use runyard::controller::cluster::ClusterError;
-use runyard::controller::memory::{MemoryCluster, Op};
+use runyard::cluster::ClusterError;
+use runyard::controller::act::{reconcile_pool, Report};
 use runyard::controller::metrics::ControllerMetrics;
-use runyard::controller::reconcile::{reconcile_pool, Report};
-use runyard::controller::{
+use runyard::crd::{WorkerPhase, WorkerPoolSpec};
+use runyard::vocab::{label, LABEL_WORKER};
+use runyard::vocab::{
     ANNOTATION_CLAIMED_AT, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_WORKER_POOL,
 };
-use runyard::crd::{WorkerPhase, WorkerPoolSpec};
-use runyard::injection::{label, LABEL_WORKER};
+use runyard_testing::{MemoryCluster, Op};
 use std::collections::{BTreeMap, BTreeSet};
 
 const NS: &str = "ci";
@@ -496,7 +496,7 @@ async fn silent_runs_fail_after_logs_timeout() {
     c.add_pod(NS, pod);
     // Claimed long ago, and the run id on the Job so its pod is found.
     let patch = serde_json::json!({ "metadata": { "labels": { "runyard.dev/run-id": run_id }, "annotations": { ANNOTATION_CLAIMED_AT: "2020-01-01T00:00:00Z" } } });
-    use runyard::controller::cluster::Cluster;
+    use runyard::cluster::RunWrites;
     c.patch_job(NS, "quiet", &patch).await.expect("patch");
     let _ = job;
     pass(&c).await;
@@ -581,7 +581,9 @@ async fn status_shows_pools_workers_and_the_queue_in_claim_order() {
     c.add_queued_job(NS, "b", POOL, 2, None);
     c.add_queued_job(NS, "vip", POOL, 3, Some(5));
     settle(&c).await;
-    let report = runyard::status::collect(&c, NS).await.expect("status");
+    let report = runyard::client::status::collect(&c, NS)
+        .await
+        .expect("status");
     assert_eq!(report.pools.len(), 1);
     let p = &report.pools[0];
     assert_eq!(
@@ -595,15 +597,15 @@ async fn status_shows_pools_workers_and_the_queue_in_claim_order() {
         .map(|q| (q.position, q.run.as_str()))
         .collect();
     assert_eq!(queue, [(1, "Job/a"), (2, "Job/b")]);
-    let text = runyard::status::render(&report);
+    let text = runyard::client::status::render(&report);
     assert!(
         text.contains("POOL") && text.contains("Job/a") && text.contains("QUEUED"),
         "{text}"
     );
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["queue"][0]["run"], "Job/a");
-    let empty = runyard::status::collect(&c, "elsewhere")
+    let empty = runyard::client::status::collect(&c, "elsewhere")
         .await
         .expect("status");
-    assert!(runyard::status::render(&empty).contains("No WorkerPools"));
+    assert!(runyard::client::status::render(&empty).contains("No WorkerPools"));
 }

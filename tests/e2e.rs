@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use runyard::crd::{Worker, WorkerPhase, WorkerPool, WorkerPoolSpec};
-use runyard::injection::{ANNOTATION_INJECTED, LABEL_POOL, LABEL_WORKER};
+use runyard::vocab::{ANNOTATION_INJECTED, LABEL_POOL, LABEL_WORKER};
 use std::time::{Duration, Instant};
 
 const POOL: &str = "e2e";
@@ -145,8 +145,8 @@ async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
         .await
         .expect("pool");
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = runyard::controller::runtime::Options {
+    let (stop_tx, shutdown) = runyard::shutdown::Shutdown::manual();
+    let opts = runyard::controller::runtime::ControllerOptions {
         namespace: Some(ns.clone()),
         resync: Duration::from_secs(5),
         leader_election: true,
@@ -158,9 +158,7 @@ async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
     let controller = tokio::spawn(runyard::controller::runtime::run(
         client.clone(),
         opts,
-        async {
-            let _ = stop_rx.await;
-        },
+        shutdown,
     ));
 
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns);
@@ -265,7 +263,7 @@ async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
     })
     .await;
 
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     controller.await.expect("join").expect("controller");
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
 }

@@ -24,11 +24,12 @@ fn inject(input: &str, mode: SidecarMode, pools: &StaticPools) -> String {
     let injector =
         Injector::with_run_ids(ClusterFacts { sidecar_mode: mode }, || RUN_ID.to_string());
     let text = std::fs::read_to_string(Path::new(ROOT).join(input)).expect("input");
-    runyard::inject::inject_yaml(&text, &injector, pools, "default").expect("inject")
+    runyard::injection::manifests::inject_yaml(&text, &injector, pools, "default").expect("inject")
 }
 
 fn example_pools() -> StaticPools {
-    runyard::pools::load_pool_file(&Path::new(ROOT).join("examples/pool.yaml")).expect("pool.yaml")
+    runyard::injection::load_pool_file(&Path::new(ROOT).join("examples/pool.yaml"))
+        .expect("pool.yaml")
 }
 
 #[test]
@@ -94,8 +95,9 @@ fn golden_output_is_a_fixed_point() {
     // Injecting the injected output again changes nothing.
     let once = inject("examples/job.yaml", SidecarMode::Native, &example_pools());
     let injector = Injector::with_run_ids(ClusterFacts::default(), || "other".to_string());
-    let twice = runyard::inject::inject_yaml(&once, &injector, &example_pools(), "default")
-        .expect("inject");
+    let twice =
+        runyard::injection::manifests::inject_yaml(&once, &injector, &example_pools(), "default")
+            .expect("inject");
     assert_eq!(once, twice);
 }
 

@@ -111,11 +111,11 @@ async fn server() -> Server {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(runyard::webhook::serve(
+    tokio::spawn(runyard::http::serve(
         listener,
         Some(tokio_rustls::TlsAcceptor::from(config)),
         app,
-        runyard::webhook::Limits::default(),
+        runyard::http::Limits::default(),
         None,
         rx,
     ));

@@ -8,7 +8,7 @@ const README: &str = include_str!("../README.md");
 
 #[test]
 fn every_cli_flag_is_documented() {
-    let cli = runyard::cli::Cli::command();
+    let cli = runyard::cmd::Cli::command();
     let mut missing = Vec::new();
     let mut check = |cmd: &clap::Command| {
         for arg in cmd.get_arguments() {

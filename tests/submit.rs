@@ -3,16 +3,15 @@
 //! drops mid-way.
 
 use k8s_openapi::api::core::v1::Pod;
-use runyard::controller::cluster::Cluster;
-use runyard::controller::memory::MemoryCluster;
+use runyard::client::cancel::cancel;
+use runyard::client::submit::{job_from_flags, submit, Progress, RunSpec, SubmitOptions, Summary};
+use runyard::client::{EXIT_CANCELLED, EXIT_TIMEOUT};
+use runyard::cluster::RunWrites;
+use runyard::controller::act::reconcile_pool;
 use runyard::controller::metrics::ControllerMetrics;
-use runyard::controller::reconcile::reconcile_pool;
 use runyard::crd::WorkerPoolSpec;
-use runyard::injection::{label, LABEL_RUN_ID, LABEL_WORKER};
-use runyard::submit::{
-    cancel, job_from_flags, submit, Progress, RunSpec, SubmitOptions, Summary, EXIT_CANCELLED,
-    EXIT_TIMEOUT,
-};
+use runyard::vocab::{label, LABEL_RUN_ID, LABEL_WORKER};
+use runyard_testing::MemoryCluster;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -160,7 +159,7 @@ async fn run(
 
 /// Jobs pass through the real injection engine, as through the webhook.
 fn with_webhook(c: &MemoryCluster) {
-    use runyard::injection::{ClusterFacts, Injector, Outcome, StaticPools};
+    use runyard::injection::{ClusterFacts, Injector, Mutation, StaticPools};
     let injector = Injector::new(ClusterFacts::default());
     let pools = StaticPools::default_pool();
     c.set_job_admission(Box::new(move |ns, job| {
@@ -172,14 +171,10 @@ fn with_webhook(c: &MemoryCluster) {
                 .as_ref()
                 .map(|p| format!("{p}{}", ulid::Ulid::new().to_string().to_ascii_lowercase()));
         }
-        match injector.mutate_job(job, ns, &pools) {
-            Ok(Outcome::Mutated { object, .. }) => *job = *object,
+        match injector.mutate(job, ns, &pools) {
+            Ok(Mutation::Mutated { object, .. }) => *job = *object,
             Ok(_) => {}
-            Err(e) => {
-                return Err(runyard::controller::cluster::ClusterError::Api(
-                    e.to_string(),
-                ))
-            }
+            Err(e) => return Err(runyard::cluster::ClusterError::Api(e.to_string())),
         }
         Ok(())
     }));
@@ -309,7 +304,7 @@ async fn cancelling_a_queued_run_removes_it_and_a_running_one_is_stopped() {
     let report = cancel(
         &c,
         NS,
-        &runyard::submit::parse_target("job/waiting"),
+        &runyard::client::parse_target("job/waiting"),
         "not needed",
         Duration::from_millis(100),
         Duration::from_millis(10),
@@ -337,7 +332,7 @@ async fn cancelling_a_queued_run_removes_it_and_a_running_one_is_stopped() {
     let report = cancel(
         &c,
         NS,
-        &runyard::submit::parse_target("stubborn"),
+        &runyard::client::parse_target("stubborn"),
         "stop",
         Duration::from_millis(100),
         Duration::from_millis(10),
@@ -360,7 +355,7 @@ async fn cancelling_a_queued_run_removes_it_and_a_running_one_is_stopped() {
     let err = cancel(
         &c,
         NS,
-        &runyard::submit::parse_target("pod/nope"),
+        &runyard::client::parse_target("pod/nope"),
         "x",
         Duration::ZERO,
         Duration::ZERO,

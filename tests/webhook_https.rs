@@ -10,7 +10,9 @@ use kube::core::admission::AdmissionReview;
 use kube::core::DynamicObject;
 use runyard::crd::{WorkerPool, WorkerPoolSpec};
 use runyard::injection::{ClusterFacts, Injector, StaticPools};
-use runyard::webhook::{self, metrics::Metrics, AppState, Limits, Options, Running};
+use runyard::webhook::{
+    self, metrics::Metrics, AppState, Limits, Running, ServerOptions as Options,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

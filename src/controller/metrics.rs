@@ -1,7 +1,6 @@
 //! Prometheus metrics of the controller.
 
 use super::model::Counts;
-use super::reconcile::Report;
 use prometheus_client::encoding::{text::encode, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -184,7 +183,7 @@ impl ControllerMetrics {
             .set(c.queued.into());
     }
 
-    pub fn observe_reconcile(&self, pool: &str, d: Duration, _report: &Report) {
+    pub fn observe_reconcile(&self, pool: &str, d: Duration) {
         self.reconcile_duration
             .get_or_create(&Self::pool(pool))
             .observe(d.as_secs_f64());

@@ -2,45 +2,32 @@
 //! for idle workers, releases workers when runs finish, scales pools safely,
 //! cleans up pods and reports status, Events and metrics.
 //!
-//! Shape: [`model`] decides (pure), [`reconcile`] reads and writes through the
-//! [`cluster::Cluster`] trait, [`runtime`] triggers reconciles from watches and
-//! holds the leader Lease.
+//! Shape: [`model`] observes and decides (pure), [`act`] reads and writes
+//! through [`crate::cluster::ControllerApi`], [`runtime`] triggers reconciles
+//! from watches and holds the leader Lease.
 
-pub mod cluster;
+pub mod act;
 pub mod lease;
-pub mod memory;
 pub mod metrics;
 pub mod model;
-pub mod reconcile;
 pub mod runtime;
 
-/// Label on a Worker naming its pool.
-pub const LABEL_WORKER_POOL: &str = "workers.runyard.dev/workerpool";
-/// Outcome of a finished run: Succeeded, Failed, LogsTimeout, Cancelled.
-pub const ANNOTATION_RESULT: &str = "runyard.dev/result";
-/// Why a queued run waits (position, busy workers), kept current.
-pub const ANNOTATION_QUEUE: &str = "runyard.dev/queue";
-/// When the run was claimed (RFC 3339).
-pub const ANNOTATION_CLAIMED_AT: &str = "runyard.dev/claimed-at";
+use crate::crd::GROUP;
 
 /// Every (API group, resource, verbs) the controller's code uses: the reads
-/// and guarded writes of [`cluster::KubeCluster`], the watches and resync lists
+/// and guarded writes of [`crate::cluster::KubeCluster`], the watches and resync lists
 /// of [`runtime`], and Events. The Lease verbs ([`LEASE_RBAC`]) are granted in
 /// the controller's own namespace only. A test checks the shipped RBAC equals
 /// these tables.
 pub const RBAC: &[(&str, &str, &[&str])] = &[
+    (GROUP, "workerpools", &["get", "list", "watch"]),
+    (GROUP, "workerpools/status", &["patch"]),
     (
-        "workers.runyard.dev",
-        "workerpools",
-        &["get", "list", "watch"],
-    ),
-    ("workers.runyard.dev", "workerpools/status", &["patch"]),
-    (
-        "workers.runyard.dev",
+        GROUP,
         "workers",
         &["get", "list", "watch", "create", "delete"],
     ),
-    ("workers.runyard.dev", "workers/status", &["update"]),
+    (GROUP, "workers/status", &["update"]),
     ("batch", "jobs", &["get", "list", "watch", "patch"]),
     ("", "pods", &["get", "list", "watch", "patch", "delete"]),
     ("", "pods/log", &["get"]),

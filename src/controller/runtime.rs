@@ -4,16 +4,15 @@
 //! holder of the leader Lease reconciles. Probes and metrics are served on a
 //! plain-HTTP port.
 
-use super::cluster::KubeCluster;
+use super::act::reconcile_pool;
 use super::lease::{LeaderLease, RENEW_INTERVAL, RETRY_INTERVAL};
 use super::metrics::ControllerMetrics;
-use super::reconcile::reconcile_pool;
-use super::LABEL_WORKER_POOL;
+use crate::cluster::KubeCluster;
 use crate::crd::{Worker, WorkerPool};
-use crate::injection::{label, LABEL_POOL};
+use crate::http::{metrics_response, readiness};
+use crate::shutdown::Shutdown;
+use crate::vocab::{label, LABEL_POOL, LABEL_WORKER_POOL};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures::StreamExt;
@@ -27,7 +26,6 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,7 +41,7 @@ pub struct PoolKey {
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct ControllerOptions {
     /// Watch one namespace (`None`: all namespaces, needs a ClusterRole).
     pub namespace: Option<String>,
     /// Full resync period.
@@ -172,34 +170,21 @@ fn probes(probe: Probe) -> Router {
         .route(
             "/readyz",
             get(|State(p): State<Probe>| async move {
-                if p.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not synced")
-                }
+                readiness((!p.ready.load(Ordering::Relaxed)).then_some("not synced"))
             }),
         )
         .route(
             "/metrics",
-            get(|State(p): State<Probe>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    p.metrics.encode(),
-                )
-                    .into_response()
-            }),
+            get(|State(p): State<Probe>| async move { metrics_response(p.metrics.encode()) }),
         )
         .with_state(probe)
 }
 
-/// Runs until `shutdown` resolves; then stops reconciling and releases the Lease.
+/// Runs until `shutdown` is requested; then stops reconciling and releases the Lease.
 pub async fn run(
     client: Client,
-    opts: Options,
-    shutdown: impl Future<Output = ()>,
+    opts: ControllerOptions,
+    shutdown: Shutdown,
 ) -> Result<(), RuntimeError> {
     let metrics = Arc::new(ControllerMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -212,14 +197,14 @@ pub async fn run(
             addr: opts.metrics_listen,
             source,
         })?;
-    let http = tokio::spawn(crate::webhook::serve(
+    let http = tokio::spawn(crate::http::serve(
         listener,
         None,
         probes(Probe {
             metrics: metrics.clone(),
             ready: ready.clone(),
         }),
-        crate::webhook::Limits::default(),
+        crate::http::Limits::default(),
         None,
         stop_rx.clone(),
     ));
@@ -313,10 +298,9 @@ pub async fn run(
 
     let cluster = KubeCluster::new(client.clone(), Some(opts.identity.clone()));
     let mut pending: BTreeSet<PoolKey> = BTreeSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.requested() => break,
             key = rx.recv() => match key {
                 Some(k) => { pending.insert(k); }
                 None => break,

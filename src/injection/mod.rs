@@ -1,50 +1,26 @@
 //! The injection engine: a pure function of (run object, its pool, cluster
 //! facts) to (mutated object, JSON Patch). The webhook, `runyard inject` and the
-//! tests all go through [`Injector`].
+//! tests all go through [`Injector`]; Jobs and Pods through one [`RunObject`]
+//! trait.
+//!
+//! Pure: nothing here does I/O or imports the runtime, the cluster API or the
+//! servers.
 
+pub mod manifests;
 pub mod patch;
 pub mod pod;
 pub mod policy;
+pub mod pools;
+pub mod run;
 
-use crate::crd::WorkerPool;
+pub use pools::{load_pool_file, parse_pools, PoolFileError, PoolSource, StaticPools};
+pub use run::RunObject;
+
+use crate::vocab::{label, LABEL_POOL};
 use json_patch::Patch;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
-use std::sync::Arc;
 
-/// Label that makes a Job or Pod a run of the named pool.
-pub const LABEL_POOL: &str = "runyard.dev/pool";
-/// Label carrying the run id (a ULID), on the Job, its pod template and its pods.
-pub const LABEL_RUN_ID: &str = "runyard.dev/run-id";
-/// Label set by the controller's claim: the worker executing the run.
-pub const LABEL_WORKER: &str = "runyard.dev/worker";
-/// Annotation marking an injected pod or pod template.
-pub const ANNOTATION_INJECTED: &str = "runyard.dev/injected";
-/// Annotation ordering a pool's queue: integer, higher first, default 0.
-pub const ANNOTATION_PRIORITY: &str = "runyard.dev/priority";
-/// Scheduling gate that holds a bare run Pod until it is claimed.
-pub const SCHEDULING_GATE: &str = "runyard.dev/claim";
-
-/// UID and GID of run pods unless the pool sets others.
-pub const RUNYARD_UID: i64 = 1983;
-/// Where the workspace volume is mounted.
-pub const WORKSPACE_PATH: &str = "/opt/runyard/workspace";
-/// Where the binaries-cache volume is mounted.
-pub const BINARIES_CACHE_PATH: &str = "/opt/runyard/binaries_cache";
-/// Per-run directory of tool binaries, first on the worker's PATH.
-pub const BINARIES_PATH: &str = "/opt/runyard/binaries";
-/// Sub-path of the workspace volume mounted at [`BINARIES_PATH`].
-pub const BINARIES_SUBPATH: &str = ".runyard/binaries";
-/// Name of the injected init container.
-pub const INIT_CONTAINER: &str = "init";
-/// Name of the injected launcher sidecar.
-pub const LAUNCHER_CONTAINER: &str = "launcher";
-/// Name of the workspace volume.
-pub const WORKSPACE_VOLUME: &str = "workspace";
-/// Name of the binaries-cache volume.
-pub const BINARIES_CACHE_VOLUME: &str = "binaries-cache";
 /// Launcher image used when the pool sets none.
 pub const DEFAULT_LAUNCHER_IMAGE: &str =
     concat!("ghcr.io/runyard/runyard:v", env!("CARGO_PKG_VERSION"));
@@ -174,14 +150,9 @@ impl Default for ClusterFacts {
     }
 }
 
-/// Where pools come from: a kube-rs reflector store, or static definitions.
-pub trait PoolSource: Send + Sync {
-    fn pool(&self, namespace: &str, name: &str) -> Option<Arc<WorkerPool>>;
-}
-
 /// Result of running the engine on one object.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome<T> {
+pub enum Mutation<T> {
     /// The object carries no `runyard.dev/pool` label: never touched.
     NotARun,
     /// A run that needs no change (already injected, or an update).
@@ -233,7 +204,7 @@ impl EngineDefaults {
 pub struct Injector {
     pub facts: ClusterFacts,
     pub defaults: EngineDefaults,
-    new_run_id: Box<dyn Fn() -> String + Send + Sync>,
+    run_ids: Box<dyn Fn() -> String + Send + Sync>,
 }
 
 impl std::fmt::Debug for Injector {
@@ -258,7 +229,7 @@ impl Injector {
         Self {
             facts,
             defaults: EngineDefaults::default(),
-            new_run_id: Box::new(new_run_id),
+            run_ids: Box::new(new_run_id),
         }
     }
 
@@ -268,26 +239,26 @@ impl Injector {
         self
     }
 
-    /// Mutates a Job at CREATE: queue it (suspend), stamp the run id, and inject
-    /// its pod template exactly as its pods will run.
-    pub fn mutate_job(
+    /// Runs the engine on a run object at CREATE (see [`RunObject`] for what
+    /// each kind gets).
+    pub fn mutate<R: RunObject>(
         &self,
-        job: &Job,
+        obj: &R,
         namespace: &str,
         pools: &dyn PoolSource,
-    ) -> Result<Outcome<Job>, InjectError> {
-        self.mutate_job_owned(job.clone(), namespace, pools)
+    ) -> Result<Mutation<R>, InjectError> {
+        self.mutate_owned(obj.clone(), namespace, pools)
     }
 
-    /// [`Self::mutate_job`] taking the object by value (one copy fewer).
-    pub fn mutate_job_owned(
+    /// [`Self::mutate`] taking the object by value (one copy fewer).
+    pub fn mutate_owned<R: RunObject>(
         &self,
-        job: Job,
+        obj: R,
         namespace: &str,
         pools: &dyn PoolSource,
-    ) -> Result<Outcome<Job>, InjectError> {
-        let Some(pool_name) = label(&job.metadata, LABEL_POOL).map(str::to_string) else {
-            return Ok(Outcome::NotARun);
+    ) -> Result<Mutation<R>, InjectError> {
+        let Some(pool_name) = label(obj.meta(), LABEL_POOL).map(str::to_string) else {
+            return Ok(Mutation::NotARun);
         };
         let pool = pools
             .pool(namespace, &pool_name)
@@ -295,189 +266,44 @@ impl Injector {
                 pool: pool_name.clone(),
                 namespace: namespace.to_string(),
             })?;
-        let mut new = job.clone();
-        let spec = new
-            .spec
-            .as_mut()
-            .ok_or_else(|| InjectError::Invalid("the Job has no spec".into()))?;
-        let template_meta = spec.template.metadata.get_or_insert_with(Default::default);
-        if let Some(t) = label(template_meta, LABEL_POOL) {
-            if t != pool_name {
-                return Err(InjectError::PoolLabelMismatch {
-                    job: pool_name,
-                    template: t.to_string(),
-                });
-            }
-        }
-        let run_id = label(&job.metadata, LABEL_RUN_ID)
-            .or_else(|| label(template_meta, LABEL_RUN_ID))
-            .map(str::to_string)
-            .unwrap_or_else(|| (self.new_run_id)());
-        let claimed = label(&job.metadata, LABEL_WORKER).is_some()
-            || label(template_meta, LABEL_WORKER).is_some();
-        if !claimed {
-            spec.suspend = Some(true);
-        }
-        set_label(template_meta, LABEL_POOL, &pool_name);
-        set_label(template_meta, LABEL_RUN_ID, &run_id);
-        let pod_spec = spec
-            .template
-            .spec
-            .as_mut()
-            .ok_or_else(|| InjectError::Invalid("the Job's pod template has no spec".into()))?;
-        let ctx = pod::PodContext {
+        let run = run::Run {
+            engine: self,
             pool_name: &pool_name,
             pool: &pool.spec,
-            run_id: &run_id,
-            facts: self.facts,
-            gate: false,
-            defaults: &self.defaults,
         };
-        pod::inject(template_meta, pod_spec, &ctx)?;
-        set_label(&mut new.metadata, LABEL_RUN_ID, &run_id);
-        finish(job, new, patch::diff_job)
-    }
-
-    /// Mutates a Pod at CREATE. Pods from an injected template pass through
-    /// unchanged (after the pool's policy is checked); any other run pod is
-    /// injected, and a bare one (not owned by a Job) is gated until claimed.
-    pub fn mutate_pod(
-        &self,
-        pod: &Pod,
-        namespace: &str,
-        pools: &dyn PoolSource,
-    ) -> Result<Outcome<Pod>, InjectError> {
-        self.mutate_pod_owned(pod.clone(), namespace, pools)
-    }
-
-    /// [`Self::mutate_pod`] taking the object by value (one copy fewer).
-    pub fn mutate_pod_owned(
-        &self,
-        pod: Pod,
-        namespace: &str,
-        pools: &dyn PoolSource,
-    ) -> Result<Outcome<Pod>, InjectError> {
-        let Some(pool_name) = label(&pod.metadata, LABEL_POOL).map(str::to_string) else {
-            return Ok(Outcome::NotARun);
-        };
-        let pool = pools
-            .pool(namespace, &pool_name)
-            .ok_or_else(|| InjectError::PoolNotFound {
-                pool: pool_name.clone(),
-                namespace: namespace.to_string(),
-            })?;
-        let spec = pod
-            .spec
-            .as_ref()
-            .ok_or_else(|| InjectError::Invalid("the Pod has no spec".into()))?;
-        if is_injected(&pod.metadata) {
-            pod::check_policy(&pool_name, &pool.spec, spec, &self.defaults)?;
-            return Ok(Outcome::Unchanged);
+        if obj.passes_through(&run)? {
+            return Ok(Mutation::Unchanged);
         }
-        let mut new = pod.clone();
-        let run_id = label(&pod.metadata, LABEL_RUN_ID)
-            .map(str::to_string)
-            .unwrap_or_else(|| (self.new_run_id)());
-        let owned_by_job = pod.metadata.owner_references.iter().flatten().any(|o| {
-            o.controller == Some(true) && o.kind == "Job" && o.api_version.starts_with("batch/")
-        });
-        let claimed = label(&pod.metadata, LABEL_WORKER).is_some();
-        let ctx = pod::PodContext {
-            pool_name: &pool_name,
-            pool: &pool.spec,
-            run_id: &run_id,
-            facts: self.facts,
-            gate: !owned_by_job && !claimed,
-            defaults: &self.defaults,
-        };
-        let spec = new.spec.get_or_insert_with(Default::default);
-        set_label(&mut new.metadata, LABEL_RUN_ID, &run_id);
-        pod::inject(&mut new.metadata, spec, &ctx)?;
-        finish(pod, new, patch::diff_pod)
+        let mut new = obj.clone();
+        new.inject(&run)?;
+        finish(obj, new)
+    }
+
+    /// A fresh run id.
+    fn new_run_id(&self) -> String {
+        (self.run_ids)()
     }
 }
 
-fn finish<T: PartialEq>(
-    old: T,
-    mut new: T,
-    diff: fn(T, &mut T) -> Result<Patch, patch::SerError>,
-) -> Result<Outcome<T>, InjectError> {
+fn finish<R: RunObject>(old: R, mut new: R) -> Result<Mutation<R>, InjectError> {
     if old == new {
-        return Ok(Outcome::Unchanged);
+        return Ok(Mutation::Unchanged);
     }
     let patch =
-        diff(old, &mut new).map_err(|e| InjectError::Invalid(format!("serialising: {e}")))?;
+        R::diff(old, &mut new).map_err(|e| InjectError::Invalid(format!("serialising: {e}")))?;
     if patch.0.is_empty() {
-        return Ok(Outcome::Unchanged);
+        return Ok(Mutation::Unchanged);
     }
-    Ok(Outcome::Mutated {
+    Ok(Mutation::Mutated {
         object: Box::new(new),
         patch,
     })
-}
-
-/// Whether the object's metadata carries the injection marker.
-pub fn is_injected(meta: &ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(ANNOTATION_INJECTED))
-}
-
-/// A label's value.
-pub fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.labels.as_ref()?.get(key).map(String::as_str)
 }
 
 fn set_label(meta: &mut ObjectMeta, key: &str, value: &str) {
     let labels = meta.labels.get_or_insert_with(Default::default);
     if labels.get(key).map(String::as_str) != Some(value) {
         labels.insert(key.to_string(), value.to_string());
-    }
-}
-
-/// Pools defined statically (`--pools FILE`, `runyard inject --pool FILE`), or a
-/// built-in default pool for any name.
-#[derive(Debug, Clone, Default)]
-pub struct StaticPools {
-    pools: Vec<Arc<WorkerPool>>,
-    default_for_any_name: bool,
-}
-
-impl StaticPools {
-    /// Exactly these pools. A pool without a namespace matches every namespace.
-    pub fn new(pools: Vec<WorkerPool>) -> Self {
-        Self {
-            pools: pools.into_iter().map(Arc::new).collect(),
-            default_for_any_name: false,
-        }
-    }
-
-    /// A pool with default settings for whatever name a run asks for.
-    pub fn default_pool() -> Self {
-        Self {
-            pools: Vec::new(),
-            default_for_any_name: true,
-        }
-    }
-}
-
-impl PoolSource for StaticPools {
-    fn pool(&self, namespace: &str, name: &str) -> Option<Arc<WorkerPool>> {
-        let found = self.pools.iter().find(|p| {
-            p.metadata.name.as_deref() == Some(name)
-                && p.metadata
-                    .namespace
-                    .as_deref()
-                    .is_none_or(|ns| ns == namespace)
-        });
-        if let Some(p) = found {
-            return Some(p.clone());
-        }
-        self.default_for_any_name.then(|| {
-            let mut pool = WorkerPool::new(name, Default::default());
-            pool.metadata.namespace = Some(namespace.to_string());
-            Arc::new(pool)
-        })
     }
 }
 

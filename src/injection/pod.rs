@@ -2,22 +2,23 @@
 //! template's). Every step is an upsert keyed by name or path, so a second pass
 //! over an injected spec changes nothing.
 
-use super::*;
+use super::{policy, ClusterFacts, EngineDefaults, InjectError, SidecarMode, BASE_PATH};
 use crate::crd::{ContainerSettings, WorkerPoolSpec, DEFAULT_ACTIVE_DEADLINE_SECONDS};
+use crate::vocab::{
+    env as var, is_injected, ANNOTATION_INJECTED, BINARIES_CACHE_PATH, BINARIES_CACHE_VOLUME,
+    BINARIES_PATH, BINARIES_SUBPATH, INIT_CONTAINER, LABEL_POOL, LABEL_WORKER, LAUNCHER_CONTAINER,
+    PODINFO_PATH, PODINFO_VOLUME, RUNYARD_UID, SCHEDULING_GATE, WORKSPACE_PATH, WORKSPACE_VOLUME,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, ObjectFieldSelector, PodSchedulingGate, PodSpec, ResourceRequirements,
     SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// Name of the downward-API volume through which the launcher reads the pod's
-/// labels and annotations (stop requests) without Kubernetes credentials.
-pub const PODINFO_VOLUME: &str = "runyard-podinfo";
-/// Where the launcher mounts [`PODINFO_VOLUME`].
-pub const PODINFO_PATH: &str = "/opt/runyard/podinfo";
 
 /// Everything the pod injection needs besides the pod itself.
 #[derive(Debug, Clone, Copy)]
@@ -315,15 +316,12 @@ fn value_env(name: &str, value: &str) -> EnvVar {
 /// The `RUNYARD_*` variables every runyard-managed container gets.
 fn runyard_env(ctx: &PodContext<'_>) -> Vec<EnvVar> {
     vec![
-        value_env("RUNYARD_RUN_ID", ctx.run_id),
-        value_env("RUNYARD_POOL", ctx.pool_name),
-        value_env("RUNYARD_WORKSPACE", WORKSPACE_PATH),
-        field_env(
-            "RUNYARD_WORKER",
-            &format!("metadata.labels['{LABEL_WORKER}']"),
-        ),
-        field_env("RUNYARD_NAMESPACE", "metadata.namespace"),
-        field_env("RUNYARD_POD_NAME", "metadata.name"),
+        value_env(var::RUN_ID, ctx.run_id),
+        value_env(var::POOL, ctx.pool_name),
+        value_env(var::WORKSPACE, WORKSPACE_PATH),
+        field_env(var::WORKER, &format!("metadata.labels['{LABEL_WORKER}']")),
+        field_env(var::NAMESPACE, "metadata.namespace"),
+        field_env(var::POD_NAME, "metadata.name"),
     ]
 }
 
@@ -632,11 +630,11 @@ fn launcher_container(
     let mut env = env.to_vec();
     let native = ctx.facts.sidecar_mode == SidecarMode::Native;
     env.push(value_env(
-        "RUNYARD_SIDECAR_MODE",
+        var::SIDECAR_MODE,
         if native { "native" } else { "container" },
     ));
-    env.push(value_env("RUNYARD_WORKER_CONTAINERS", &workers.join(",")));
-    env.push(value_env("RUNYARD_PODINFO", PODINFO_PATH));
+    env.push(value_env(var::WORKER_CONTAINERS, &workers.join(",")));
+    env.push(value_env(var::PODINFO, PODINFO_PATH));
     let mut mounts = vec![mount(WORKSPACE_VOLUME, WORKSPACE_PATH, None, false)];
     mounts.push(mount(PODINFO_VOLUME, PODINFO_PATH, None, true));
     let mut c = runyard_container(

@@ -1,6 +1,8 @@
-use super::pod::PODINFO_VOLUME;
 use super::*;
-use crate::crd::{ContainerSettings, WorkerPoolSpec};
+use crate::crd::{ContainerSettings, WorkerPool, WorkerPoolSpec};
+use crate::vocab::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, PodSpec, ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
@@ -71,16 +73,16 @@ fn worker(name: &str, image: &str) -> Container {
     }
 }
 
-fn mutated_pod(outcome: Result<Outcome<Pod>, InjectError>) -> Pod {
+fn mutated_pod(outcome: Result<Mutation<Pod>, InjectError>) -> Pod {
     match outcome.expect("allowed") {
-        Outcome::Mutated { object, .. } => *object,
+        Mutation::Mutated { object, .. } => *object,
         other => panic!("expected a mutation, got {other:?}"),
     }
 }
 
-fn mutated_job(outcome: Result<Outcome<Job>, InjectError>) -> Job {
+fn mutated_job(outcome: Result<Mutation<Job>, InjectError>) -> Job {
     match outcome.expect("allowed") {
-        Outcome::Mutated { object, .. } => *object,
+        Mutation::Mutated { object, .. } => *object,
         other => panic!("expected a mutation, got {other:?}"),
     }
 }
@@ -116,12 +118,12 @@ fn every_v1_36_create_fixture_patches_cleanly_and_converges() {
         let raw = fixture_object(name);
         let job: Job = serde_json::from_value(raw.clone()).expect("Job");
         let pools = StaticPools::default_pool();
-        match injector().mutate_job(&job, "ci", &pools).expect(name) {
-            Outcome::Mutated { object, patch } => {
+        match injector().mutate(&job, "ci", &pools).expect(name) {
+            Mutation::Mutated { object, patch } => {
                 assert_patch_reproduces(&raw, &patch, &*object);
                 assert_eq!(
-                    injector().mutate_job(&object, "ci", &pools),
-                    Ok(Outcome::Unchanged),
+                    injector().mutate(&*object, "ci", &pools),
+                    Ok(Mutation::Unchanged),
                     "{name}: second pass"
                 );
             }
@@ -136,12 +138,12 @@ fn every_v1_36_create_fixture_patches_cleanly_and_converges() {
     ] {
         let raw = fixture_object(name);
         let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
-        match injector().mutate_pod(&pod, "ci", &builders()).expect(name) {
-            Outcome::Mutated { object, patch } => {
+        match injector().mutate(&pod, "ci", &builders()).expect(name) {
+            Mutation::Mutated { object, patch } => {
                 assert_patch_reproduces(&raw, &patch, &*object);
                 assert_eq!(
-                    injector().mutate_pod(&object, "ci", &builders()),
-                    Ok(Outcome::Unchanged)
+                    injector().mutate(&*object, "ci", &builders()),
+                    Ok(Mutation::Unchanged)
                 );
             }
             other => panic!("{name}: {other:?}"),
@@ -154,7 +156,7 @@ fn job_is_queued_stamped_and_its_template_injected() {
     let raw = fixture_object("06-job-create-tf-plan-1234.json");
     let job: Job = serde_json::from_value(raw).expect("Job");
     let pools = pool("terraform", WorkerPoolSpec::default());
-    let new = mutated_job(injector().mutate_job(&job, "ci", &pools));
+    let new = mutated_job(injector().mutate(&job, "ci", &pools));
     let spec = new.spec.as_ref().expect("spec");
     assert_eq!(spec.suspend, Some(true));
     assert_eq!(label(&new.metadata, LABEL_RUN_ID), Some(RUN_ID));
@@ -191,7 +193,7 @@ fn claimed_job_is_not_suspended() {
         .labels
         .get_or_insert_with(Default::default)
         .insert(LABEL_WORKER.into(), "builders-01".into());
-    let new = mutated_job(injector().mutate_job(&job, "ci", &builders()));
+    let new = mutated_job(injector().mutate(&job, "ci", &builders()));
     assert_eq!(new.spec.expect("spec").suspend, Some(false));
 }
 
@@ -209,7 +211,7 @@ fn template_pool_label_must_match() {
         .get_or_insert_with(Default::default)
         .insert(LABEL_POOL.into(), "other".into());
     let err = injector()
-        .mutate_job(&job, "ci", &builders())
+        .mutate(&job, "ci", &builders())
         .expect_err("mismatch");
     assert!(matches!(err, InjectError::PoolLabelMismatch { .. }));
 }
@@ -218,7 +220,7 @@ fn template_pool_label_must_match() {
 fn pods_from_an_injected_template_pass_through() {
     let raw = fixture_object("00-job-create-build-42.json");
     let job: Job = serde_json::from_value(raw).expect("Job");
-    let new = mutated_job(injector().mutate_job(&job, "ci", &builders()));
+    let new = mutated_job(injector().mutate(&job, "ci", &builders()));
     let template = new.spec.expect("spec").template;
     let mut pod = Pod {
         metadata: template.metadata.expect("metadata"),
@@ -234,8 +236,8 @@ fn pods_from_an_injected_template_pass_through() {
         ..Default::default()
     }]);
     assert_eq!(
-        injector().mutate_pod(&pod, "ci", &builders()),
-        Ok(Outcome::Unchanged)
+        injector().mutate(&pod, "ci", &builders()),
+        Ok(Mutation::Unchanged)
     );
 }
 
@@ -253,9 +255,7 @@ fn injected_annotation_does_not_bypass_the_image_policy() {
             ..Default::default()
         },
     );
-    let err = injector()
-        .mutate_pod(&pod, "ci", &pools)
-        .expect_err("denied");
+    let err = injector().mutate(&pod, "ci", &pools).expect_err("denied");
     assert!(
         matches!(err, InjectError::ImageHostNotAllowed { .. }),
         "{err}"
@@ -266,7 +266,7 @@ fn injected_annotation_does_not_bypass_the_image_policy() {
 fn bare_pod_is_gated_and_job_pod_is_not() {
     let raw = fixture_object("03-pod-create-bare-run.json");
     let pod: Pod = serde_json::from_value(raw).expect("Pod");
-    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &builders()));
     let gates: Vec<_> = spec(&new)
         .scheduling_gates
         .iter()
@@ -277,7 +277,7 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
 
     let raw = fixture_object("02-pod-create-build-42.json");
     let pod: Pod = serde_json::from_value(raw).expect("Pod");
-    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &builders()));
     assert!(spec(&new).scheduling_gates.is_none());
 
     let mut claimed = run_pod(vec![worker("w", "alpine")]);
@@ -286,7 +286,7 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
         .labels
         .get_or_insert_with(Default::default)
         .insert(LABEL_WORKER.into(), "builders-1".into());
-    let new = mutated_pod(injector().mutate_pod(&claimed, "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&claimed, "ci", &builders()));
     assert!(spec(&new).scheduling_gates.is_none());
 }
 
@@ -294,10 +294,8 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
 fn existing_native_sidecar_is_not_rewritten() {
     let raw = fixture_object("05-pod-create-with-sidecar.json");
     let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
-    let outcome = injector()
-        .mutate_pod(&pod, "ci", &builders())
-        .expect("allowed");
-    let Outcome::Mutated { object, patch } = outcome else {
+    let outcome = injector().mutate(&pod, "ci", &builders()).expect("allowed");
+    let Mutation::Mutated { object, patch } = outcome else {
         panic!("expected mutation");
     };
     let inits: Vec<_> = spec(&object)
@@ -331,7 +329,7 @@ fn existing_native_sidecar_is_not_rewritten() {
 #[test]
 fn container_mode_puts_the_launcher_last_and_shares_the_process_namespace() {
     let pod = run_pod(vec![worker("a", "alpine"), worker("b", "alpine")]);
-    let new = mutated_pod(container_injector().mutate_pod(&pod, "ci", &builders()));
+    let new = mutated_pod(container_injector().mutate(&pod, "ci", &builders()));
     let s = spec(&new);
     let names: Vec<_> = s.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "launcher"]);
@@ -354,7 +352,7 @@ fn container_mode_puts_the_launcher_last_and_shares_the_process_namespace() {
 #[test]
 fn run_environment_is_complete() {
     let pod = run_pod(vec![worker("w", "alpine")]);
-    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &builders()));
     let s = spec(&new);
     let sc = s.security_context.as_ref().expect("pod security context");
     assert_eq!(sc.run_as_user, Some(RUNYARD_UID));
@@ -472,7 +470,7 @@ pod:
         value: Some("run".into()),
         ..Default::default()
     }]);
-    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pools));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &pools));
     let s = spec(&new);
     assert_eq!(
         s.active_deadline_seconds,
@@ -559,7 +557,7 @@ fn resources_respect_what_the_run_set() {
         requests: Some(BTreeMap::from([("memory".into(), Quantity("1Gi".into()))])),
         ..Default::default()
     });
-    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&run_pod(vec![c]), "ci", &builders()));
     let r = spec(&new).containers[0]
         .resources
         .clone()
@@ -584,7 +582,7 @@ fn existing_path_is_prepended_once() {
         value: Some("/custom/bin:/usr/bin".into()),
         ..Default::default()
     }]);
-    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&run_pod(vec![c]), "ci", &builders()));
     let path = env_value(&spec(&new).containers[0], "PATH")
         .and_then(|e| e.value.clone())
         .expect("PATH");
@@ -594,7 +592,7 @@ fn existing_path_is_prepended_once() {
 #[test]
 fn collisions_are_denied_not_overwritten() {
     let err = injector()
-        .mutate_pod(
+        .mutate(
             &run_pod(vec![worker("launcher", "alpine")]),
             "ci",
             &builders(),
@@ -617,7 +615,7 @@ fn collisions_are_denied_not_overwritten() {
         ..Default::default()
     }]);
     let err = injector()
-        .mutate_pod(&pod, "ci", &builders())
+        .mutate(&pod, "ci", &builders())
         .expect_err("volume collision");
     assert!(
         matches!(err, InjectError::NameCollision { kind: "volume", .. }),
@@ -632,7 +630,7 @@ fn collisions_are_denied_not_overwritten() {
         ..Default::default()
     }]);
     let err = injector()
-        .mutate_pod(&run_pod(vec![c]), "ci", &builders())
+        .mutate(&run_pod(vec![c]), "ci", &builders())
         .expect_err("mount collision");
     assert!(matches!(err, InjectError::MountCollision { .. }), "{err}");
 }
@@ -641,7 +639,7 @@ fn collisions_are_denied_not_overwritten() {
 fn pool_must_exist_in_the_namespace() {
     let pod = run_pod(vec![worker("w", "alpine")]);
     let err = injector()
-        .mutate_pod(&pod, "other-ns", &builders())
+        .mutate(&pod, "other-ns", &builders())
         .expect_err("missing pool");
     assert_eq!(
         err,
@@ -665,19 +663,16 @@ fn image_hosts_are_enforced_with_docker_hub_normalisation() {
         },
     );
     let err = injector()
-        .mutate_pod(&run_pod(vec![worker("w", "alpine")]), "ci", &pools)
+        .mutate(&run_pod(vec![worker("w", "alpine")]), "ci", &pools)
         .expect_err("docker hub not allowed");
     assert!(err.to_string().contains("\"docker.io\""), "{err}");
     assert!(injector()
-        .mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools)
+        .mutate(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools)
         .is_ok());
     // The launcher image is the pool's own and never checked.
-    let new = mutated_pod(injector().mutate_pod(
-        &run_pod(vec![worker("w", "ghcr.io/a/b:1")]),
-        "ci",
-        &pools,
-    ));
-    assert!(injector().mutate_pod(&new, "ci", &pools).is_ok());
+    let new =
+        mutated_pod(injector().mutate(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
+    assert!(injector().mutate(&new, "ci", &pools).is_ok());
 }
 
 #[test]
@@ -689,7 +684,7 @@ fn privileged_runs_need_an_opt_in() {
     });
     let pod = run_pod(vec![c]);
     let err = injector()
-        .mutate_pod(&pod, "ci", &builders())
+        .mutate(&pod, "ci", &builders())
         .expect_err("privileged");
     assert!(
         matches!(err, InjectError::PrivilegeNotAllowed { .. }),
@@ -698,7 +693,7 @@ fn privileged_runs_need_an_opt_in() {
 
     let mut host = run_pod(vec![worker("w", "alpine")]);
     host.spec.as_mut().expect("spec").host_network = Some(true);
-    assert!(injector().mutate_pod(&host, "ci", &builders()).is_err());
+    assert!(injector().mutate(&host, "ci", &builders()).is_err());
 
     let mut root = worker("w", "alpine");
     root.security_context = Some(SecurityContext {
@@ -706,12 +701,12 @@ fn privileged_runs_need_an_opt_in() {
         ..Default::default()
     });
     assert!(injector()
-        .mutate_pod(&run_pod(vec![root]), "ci", &builders())
+        .mutate(&run_pod(vec![root]), "ci", &builders())
         .is_err());
 
     let mut spec = WorkerPoolSpec::default();
     spec.pod.allow_privileged = true;
-    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pool("builders", spec)));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &pool("builders", spec)));
     let sc = spec_sc(&new);
     assert_eq!(sc.privileged, Some(true));
     assert_eq!(
@@ -735,7 +730,7 @@ fn user_security_values_are_kept() {
         read_only_root_filesystem: Some(false),
         ..Default::default()
     });
-    let new = mutated_pod(injector().mutate_pod(&run_pod(vec![c]), "ci", &builders()));
+    let new = mutated_pod(injector().mutate(&run_pod(vec![c]), "ci", &builders()));
     let sc = spec_sc(&new);
     assert_eq!(sc.run_as_user, Some(1000));
     assert_eq!(sc.read_only_root_filesystem, Some(false));
@@ -747,13 +742,13 @@ fn non_runs_are_never_touched() {
     let mut pod = run_pod(vec![worker("w", "alpine")]);
     pod.metadata.labels = Some(BTreeMap::from([("app".into(), "x".into())]));
     assert_eq!(
-        injector().mutate_pod(&pod, "ci", &builders()),
-        Ok(Outcome::NotARun)
+        injector().mutate(&pod, "ci", &builders()),
+        Ok(Mutation::NotARun)
     );
     let job = Job::default();
     assert_eq!(
-        injector().mutate_job(&job, "ci", &builders()),
-        Ok(Outcome::NotARun)
+        injector().mutate(&job, "ci", &builders()),
+        Ok(Mutation::NotARun)
     );
 }
 
@@ -934,17 +929,17 @@ proptest! {
     #[test]
     fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools()) {
         let raw = serde_json::to_value(&pod).expect("serialise");
-        match inj.mutate_pod(&pod, "ci", &pools) {
-            Ok(Outcome::NotARun) => prop_assert!(label(&pod.metadata, LABEL_POOL).is_none()),
-            Ok(Outcome::Unchanged) => prop_assert!(false, "a fresh run pod always changes"),
-            Ok(Outcome::Mutated { object, patch }) => {
+        match inj.mutate(&pod, "ci", &pools) {
+            Ok(Mutation::NotARun) => prop_assert!(label(&pod.metadata, LABEL_POOL).is_none()),
+            Ok(Mutation::Unchanged) => prop_assert!(false, "a fresh run pod always changes"),
+            Ok(Mutation::Mutated { object, patch }) => {
                 // The patch applies to the original and yields the engine's object.
                 let mut applied = raw.clone();
                 json_patch::patch(&mut applied, &patch).expect("patch applies");
                 let reparsed: Pod = serde_json::from_value(applied).expect("a valid k8s Pod");
                 prop_assert_eq!(&reparsed, &*object);
                 // A second pass changes nothing, through the webhook path...
-                prop_assert_eq!(inj.mutate_pod(&object, "ci", &pools), Ok(Outcome::Unchanged));
+                prop_assert_eq!(inj.mutate(&*object, "ci", &pools), Ok(Mutation::Unchanged));
                 // ...and through the engine itself, without the annotation shortcut.
                 let mut meta = object.metadata.clone();
                 let mut spec = object.spec.clone().expect("spec");
@@ -1020,12 +1015,12 @@ proptest! {
             ..Default::default()
         };
         let raw = serde_json::to_value(&job).expect("serialise");
-        if let Ok(Outcome::Mutated { object, patch }) = inj.mutate_job(&job, "ci", &pools) {
+        if let Ok(Mutation::Mutated { object, patch }) = inj.mutate(&job, "ci", &pools) {
             let mut applied = raw;
             json_patch::patch(&mut applied, &patch).expect("patch applies");
             let reparsed: Job = serde_json::from_value(applied).expect("a valid k8s Job");
             prop_assert_eq!(&reparsed, &*object);
-            prop_assert_eq!(inj.mutate_job(&object, "ci", &pools), Ok(Outcome::Unchanged));
+            prop_assert_eq!(inj.mutate(&*object, "ci", &pools), Ok(Mutation::Unchanged));
             let claimed = label(&job.metadata, LABEL_WORKER).is_some();
             prop_assert_eq!(object.spec.as_ref().and_then(|s| s.suspend), (!claimed).then_some(true));
         }
@@ -1066,8 +1061,7 @@ fn install_wide_defaults_apply_and_their_image_is_exempt() {
             ..Default::default()
         },
     );
-    let new =
-        mutated_pod(inj.mutate_pod(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
+    let new = mutated_pod(inj.mutate(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
     let s = spec(&new);
     let init = &s.init_containers.as_ref().expect("inits")[0];
     assert_eq!(init.image.as_deref(), Some("mirror.local/runyard:1"));
@@ -1082,7 +1076,7 @@ fn install_wide_defaults_apply_and_their_image_is_exempt() {
         "an empty default sets no request"
     );
     // The mirror image is runyard's own: not subject to the run's host policy.
-    assert_eq!(inj.mutate_pod(&new, "ci", &pools), Ok(Outcome::Unchanged));
+    assert_eq!(inj.mutate(&new, "ci", &pools), Ok(Mutation::Unchanged));
 }
 
 #[test]
@@ -1096,11 +1090,11 @@ fn privileged_pool_sidecars_need_the_opt_in_too() {
     spec.pod.additional_sidecar_containers = vec![dind];
     let pod = run_pod(vec![worker("w", "alpine")]);
     let err = injector()
-        .mutate_pod(&pod, "ci", &pool("builders", spec.clone()))
+        .mutate(&pod, "ci", &pool("builders", spec.clone()))
         .expect_err("denied");
     assert!(err.to_string().contains("\"dind\" is privileged"), "{err}");
     spec.pod.allow_privileged = true;
-    let new = mutated_pod(injector().mutate_pod(&pod, "ci", &pool("builders", spec)));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &pool("builders", spec)));
     assert!(spec_sc_named(&new, "dind").privileged == Some(true));
 }
 

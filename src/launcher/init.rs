@@ -4,10 +4,8 @@
 //! runs it again safely. Failures leave no partial tree behind.
 
 use super::fetch::{self, FetchError};
-use super::{
-    parse_tools, read_podinfo, Layout, ToolSpec, ANNOTATION_SOURCE_SHA256, ANNOTATION_SOURCE_URL,
-    ANNOTATION_TOOLS,
-};
+use super::{parse_tools, read_podinfo, Layout, ToolSpec};
+use crate::vocab::{env as var, ANNOTATION_SOURCE_SHA256, ANNOTATION_SOURCE_URL, ANNOTATION_TOOLS};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -96,7 +94,7 @@ pub async fn run(layout: &Layout) -> Result<InitReport, InitError> {
     write_run_info(layout, &labels)?;
 
     let tls = fetch::client_config(layout.ca_file.as_deref())?;
-    if let Some(dir) = std::env::var_os("RUNYARD_SOURCE_DIR").filter(|d| !d.is_empty()) {
+    if let Some(dir) = std::env::var_os(var::SOURCE_DIR).filter(|d| !d.is_empty()) {
         copy_configmap(Path::new(&dir), &layout.workspace.join("source"))?;
         report.source_fetched = true;
     } else if let Some(url) = annotations
@@ -134,11 +132,11 @@ fn write_run_info(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let info = RunInfo {
-        run_id: env("RUNYARD_RUN_ID"),
-        pool: env("RUNYARD_POOL"),
-        worker: env("RUNYARD_WORKER"),
-        namespace: env("RUNYARD_NAMESPACE"),
-        pod: env("RUNYARD_POD_NAME"),
+        run_id: env(var::RUN_ID),
+        pool: env(var::POOL),
+        worker: env(var::WORKER),
+        namespace: env(var::NAMESPACE),
+        pod: env(var::POD_NAME),
         job: labels
             .get("batch.kubernetes.io/job-name")
             .or_else(|| labels.get("job-name"))

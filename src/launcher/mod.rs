@@ -8,22 +8,11 @@ pub mod fetch;
 pub mod init;
 pub mod serve;
 
-use crate::injection::{BINARIES_CACHE_PATH, BINARIES_PATH, WORKSPACE_PATH};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Annotation: `https` URL of a source tarball (`.tar.gz`).
-pub const ANNOTATION_SOURCE_URL: &str = "runyard.dev/source-url";
-/// Annotation: hex SHA-256 the tarball must have.
-pub const ANNOTATION_SOURCE_SHA256: &str = "runyard.dev/source-sha256";
-/// Annotation: tools for the binaries cache, `name=version@url#sha256=HEX`,
-/// separated by whitespace or `;`.
-pub const ANNOTATION_TOOLS: &str = "runyard.dev/tools";
-/// Annotation: a stop was requested (value: the reason), set by `runyard cancel`.
-pub const ANNOTATION_STOP: &str = "runyard.dev/stop";
-
-/// Where the launcher works; from the environment the webhook injects, with
-/// overrides for tests.
+/// Where the launcher works (the command line's flags, which default to the
+/// environment the webhook injects).
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub workspace: PathBuf,
@@ -35,26 +24,7 @@ pub struct Layout {
     pub ca_file: Option<PathBuf>,
 }
 
-fn env_path(key: &str, default: &str) -> PathBuf {
-    std::env::var_os(key)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(default))
-}
-
 impl Layout {
-    pub fn from_env() -> Self {
-        Self {
-            workspace: env_path("RUNYARD_WORKSPACE", WORKSPACE_PATH),
-            cache: env_path("RUNYARD_BINARIES_CACHE", BINARIES_CACHE_PATH),
-            binaries: env_path("RUNYARD_BINARIES", BINARIES_PATH),
-            podinfo: env_path("RUNYARD_PODINFO", crate::injection::pod::PODINFO_PATH),
-            ca_file: std::env::var_os("RUNYARD_CA_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-        }
-    }
-
     /// `.runyard/` in the workspace.
     pub fn state(&self) -> PathBuf {
         self.workspace.join(".runyard")
@@ -174,7 +144,7 @@ mod tests {
         let text = "runyard.dev/stop=\"cancelled by \\\"ci\\\"\"\nkubernetes.io/config.seen=\"2024-01-01T00:00:00Z\"\nmulti=\"a\\nb\\u00e9\"\nbroken=noquotes\n";
         let m = parse_podinfo(text);
         assert_eq!(
-            m.get(ANNOTATION_STOP).map(String::as_str),
+            m.get(crate::vocab::ANNOTATION_STOP).map(String::as_str),
             Some("cancelled by \"ci\"")
         );
         assert_eq!(m.get("multi").map(String::as_str), Some("a\nbé"));

@@ -14,7 +14,8 @@
 //! the kubelet stops it). On SIGTERM it requests a stop and keeps serving until
 //! the worker has exited or the grace period ends.
 
-use super::{read_podinfo, Layout, ANNOTATION_STOP};
+use super::{read_podinfo, Layout};
+use crate::vocab::ANNOTATION_STOP;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -57,7 +58,7 @@ pub struct ServeOptions {
 }
 
 #[derive(Clone)]
-struct AppState {
+struct LauncherState {
     run_file: PathBuf,
     stop: watch::Receiver<Option<String>>,
 }
@@ -69,7 +70,7 @@ fn stop_body(reason: &Option<String>) -> serde_json::Value {
     }
 }
 
-async fn run_info(State(s): State<AppState>) -> Response {
+async fn run_info(State(s): State<LauncherState>) -> Response {
     match tokio::fs::read(&s.run_file).await {
         Ok(bytes) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -85,7 +86,7 @@ async fn run_info(State(s): State<AppState>) -> Response {
 }
 
 async fn stop_poll(
-    State(s): State<AppState>,
+    State(s): State<LauncherState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<serde_json::Value> {
     let wait = q
@@ -104,7 +105,7 @@ pub fn router(run_file: PathBuf, stop: watch::Receiver<Option<String>>) -> Route
         .route("/v1/run", get(run_info))
         .route("/v1/stop", get(stop_poll))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(AppState { run_file, stop })
+        .with_state(LauncherState { run_file, stop })
 }
 
 fn request_stop(tx: &watch::Sender<Option<String>>, stop_file: &Path, reason: &str) {
@@ -231,7 +232,7 @@ pub async fn run(layout: &Layout, opts: ServeOptions) -> Result<(), ServeError> 
     tokio::pin!(exited);
     tokio::select! {
         _ = &mut exited => tracing::info!("the worker exited"),
-        _ = crate::cli::shutdown_signal() => {
+        _ = crate::shutdown::signal() => {
             request_stop(&stop_tx, &stop_file, "the pod is terminating");
             if opts.watch != WorkerWatch::Kubelet {
                 // Keep serving while the worker cleans up.

@@ -110,3 +110,9 @@ impl Metrics {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 }
+
+impl crate::http::Rejections for Metrics {
+    fn reject(&self, reason: &'static str) {
+        Metrics::reject(self, reason);
+    }
+}

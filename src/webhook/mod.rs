@@ -2,12 +2,16 @@
 //!
 //! Routes: `POST /mutate`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //! The handler only reads the body and wraps [`review::handle`]; all decisions
-//! are made by the injection engine.
+//! are made by the injection engine. The server loop is [`crate::http::serve`].
 
 pub mod metrics;
+pub mod pools;
 pub mod review;
 pub mod tls;
 
+pub use crate::http::Limits;
+
+use crate::http::{metrics_response, readiness, text, Rejections};
 use crate::injection::{Injector, PoolSource};
 use axum::body::Body;
 use axum::extract::State;
@@ -16,17 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -50,36 +49,9 @@ pub enum WebhookError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Resource limits of the server.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Reviews handled at once; further requests get 429 immediately.
-    pub max_in_flight: usize,
-    /// Open connections; further connections are closed at once.
-    pub max_connections: usize,
-    /// Time allowed for a TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Time allowed for a client to send request headers.
-    pub header_read_timeout: Duration,
-    /// Time allowed for in-flight requests to finish on shutdown.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_in_flight: 256,
-            max_connections: 1024,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(25),
-        }
-    }
-}
-
 /// Where and how the webhook serves.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Optional plain-HTTP listener for `/metrics`, `/healthz`, `/readyz`.
     pub metrics_listen: Option<SocketAddr>,
@@ -145,24 +117,17 @@ pub fn probes_router(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.0.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    readiness(if state.0.draining.load(Ordering::Relaxed) {
+        Some("shutting down")
     } else if !state.0.ready.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "pool cache not synced").into_response()
+        Some("pool cache not synced")
     } else {
-        "ok".into_response()
-    }
+        None
+    })
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.0.metrics.encode(),
-    )
-        .into_response()
+    metrics_response(state.0.metrics.encode())
 }
 
 /// The API server's `?timeout=5s`.
@@ -174,15 +139,6 @@ fn deadline(uri: &Uri) -> Duration {
         .and_then(|v| crate::duration::parse(v).ok())
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_DEADLINE)
-}
-
-fn text(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message,
-    )
-        .into_response()
 }
 
 async fn mutate(
@@ -312,7 +268,7 @@ impl Running {
 }
 
 /// Binds the listeners and starts serving.
-pub async fn start(options: Options, state: AppState) -> Result<Running, WebhookError> {
+pub async fn start(options: ServerOptions, state: AppState) -> Result<Running, WebhookError> {
     tls::install_crypto_provider();
     let certs = Arc::new(tls::CertStore::load(&options.tls_cert, &options.tls_key)?);
     let config = Arc::new(tls::server_config(certs.clone())?);
@@ -331,12 +287,13 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
     let mut tasks = Vec::new();
     let metrics = state.0.metrics.clone();
 
-    tasks.push(tokio::spawn(serve(
+    let rejections: Arc<dyn Rejections> = metrics.clone();
+    tasks.push(tokio::spawn(crate::http::serve(
         listener,
         Some(TlsAcceptor::from(config)),
         router(state.clone()),
         options.limits.clone(),
-        Some(metrics.clone()),
+        Some(rejections.clone()),
         shutdown_rx.clone(),
     )));
 
@@ -349,12 +306,12 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
                 source,
             })?;
         metrics_addr = l.local_addr().ok();
-        tasks.push(tokio::spawn(serve(
+        tasks.push(tokio::spawn(crate::http::serve(
             l,
             None,
             probes_router(state.clone()),
             options.limits.clone(),
-            Some(metrics.clone()),
+            Some(rejections),
             shutdown_rx.clone(),
         )));
     }
@@ -393,102 +350,4 @@ pub async fn start(options: Options, state: AppState) -> Result<Running, Webhook
         shutdown,
         tasks,
     })
-}
-
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    builder
-}
-
-/// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown`
-/// turns true, then drains: in-flight requests finish, idle keep-alive
-/// connections are closed. `metrics` counts refused connections.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: Router,
-    limits: Limits,
-    metrics: Option<Arc<Metrics>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let builder = Arc::new(connection_builder(&limits));
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stopped(&mut shutdown) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            if let Some(m) = &metrics {
-                m.reject("connection_limit");
-            }
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let tls = tls.clone();
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        let handshake_timeout = limits.handshake_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(&builder, stream, service, watcher, peer).await,
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => serve_io(&builder, stream, service, watcher, peer).await,
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("connections still open after the shutdown timeout; closing them");
-    }
-}
-
-/// Resolves once shutdown is requested (or the sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-async fn serve_io<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    service: TowerToHyperService<Router>,
-    watcher: Watcher,
-    peer: SocketAddr,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
-        debug!(%peer, error = %e, "connection ended with an error");
-    }
 }

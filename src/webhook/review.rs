@@ -6,7 +6,7 @@
 //! only a body that is not a readable AdmissionReview v1 is a [`ReviewError`]
 //! (HTTP 400).
 
-use crate::injection::{Injector, Outcome, PoolSource};
+use crate::injection::{InjectError, Injector, Mutation, PoolSource, RunObject};
 use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -246,25 +246,23 @@ fn decide(
     pools: &dyn PoolSource,
 ) -> Result<Option<Decided>, Denial> {
     let object = object.ok_or(("invalid", "runyard: request.object is missing".to_string()))?;
-    let patch = match kind {
-        // managedFields are large and never patched: dropping them from the
-        // typed copy keeps them out of the diff, and the patch still applies
-        // to the object the API server holds.
-        ReviewKind::Job => {
-            let mut job: Job = parse_object(object, "Job")?;
-            job.metadata.managed_fields = None;
-            let ns = namespace_of(namespace, job.metadata.namespace.as_deref())?;
-            outcome_patch(injector.mutate_job_owned(job, &ns, pools))?
-        }
-        ReviewKind::Pod => {
-            let mut pod: Pod = parse_object(object, "Pod")?;
-            pod.metadata.managed_fields = None;
-            let ns = namespace_of(namespace, pod.metadata.namespace.as_deref())?;
-            outcome_patch(injector.mutate_pod_owned(pod, &ns, pools))?
-        }
-        ReviewKind::Other => return Ok(None),
-    };
-    Ok(patch)
+    match kind {
+        ReviewKind::Job => review_object::<Job>(object, namespace, injector, pools),
+        ReviewKind::Pod => review_object::<Pod>(object, namespace, injector, pools),
+        ReviewKind::Other => Ok(None),
+    }
+}
+
+fn review_object<R: RunObject>(
+    object: &RawValue,
+    namespace: Option<&str>,
+    injector: &Injector,
+    pools: &dyn PoolSource,
+) -> Result<Option<Decided>, Denial> {
+    let obj: R = parse_object(object, R::KIND)?;
+    let obj = obj.without_managed_fields();
+    let ns = namespace_of(namespace, obj.meta().namespace.as_deref())?;
+    outcome_patch(injector.mutate_owned(obj, &ns, pools))
 }
 
 fn parse_object<T: serde::de::DeserializeOwned>(raw: &RawValue, kind: &str) -> Result<T, Denial> {
@@ -287,13 +285,11 @@ fn namespace_of(request: Option<&str>, object: Option<&str>) -> Result<String, D
         ))
 }
 
-fn outcome_patch<T>(
-    outcome: Result<Outcome<T>, crate::injection::InjectError>,
-) -> Result<Option<Decided>, Denial> {
+fn outcome_patch<T>(outcome: Result<Mutation<T>, InjectError>) -> Result<Option<Decided>, Denial> {
     match outcome {
-        Ok(Outcome::NotARun) => Ok(Some(Decided::NotARun)),
-        Ok(Outcome::Unchanged) => Ok(None),
-        Ok(Outcome::Mutated { patch, .. }) => {
+        Ok(Mutation::NotARun) => Ok(Some(Decided::NotARun)),
+        Ok(Mutation::Unchanged) => Ok(None),
+        Ok(Mutation::Mutated { patch, .. }) => {
             let mut bytes = Vec::with_capacity(8 * 1024);
             serde_json::to_writer(&mut bytes, &patch)
                 .map(|()| Some(Decided::Patch(bytes)))

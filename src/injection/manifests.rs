@@ -1,9 +1,9 @@
-//! `runyard inject`: offline injection of multi-document YAML (Jobs, Pods,
-//! `List`s), through exactly the webhook's engine. The engine's JSON Patch is
+//! Offline injection of multi-document YAML (Jobs, Pods, `List`s), as
+//! `runyard inject` prints it, through exactly the webhook's engine. The engine's JSON Patch is
 //! applied to the document as written, as the API server applies it, so
 //! fields runyard does not know survive untouched.
 
-use crate::injection::{Injector, Outcome, PoolSource};
+use super::{InjectError, Injector, Mutation, PoolSource, RunObject};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -94,11 +94,6 @@ pub fn inject_value(
         kind,
         detail,
     };
-    let denied = |value: &Value, e: crate::injection::InjectError| InjectFileError::Denied {
-        index,
-        what: describe(value),
-        message: e.to_string(),
-    };
     let patch = match (api_version, kind) {
         (_, "List") | (_, "JobList") | (_, "PodList") => {
             if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
@@ -109,27 +104,21 @@ pub fn inject_value(
             }
             return Ok(value);
         }
-        ("batch/v1", "Job") => {
-            let mut job: Job = serde_json::from_value(value.clone())
-                .map_err(|e| invalid("Job", &value, e.to_string()))?;
-            job.metadata.managed_fields = None;
-            match injector.mutate_job(&job, &namespace, pools) {
-                Ok(Outcome::Mutated { patch, .. }) => patch,
-                Ok(_) => return Ok(value),
-                Err(e) => return Err(denied(&value, e)),
-            }
-        }
-        ("v1", "Pod") => {
-            let mut pod: Pod = serde_json::from_value(value.clone())
-                .map_err(|e| invalid("Pod", &value, e.to_string()))?;
-            pod.metadata.managed_fields = None;
-            match injector.mutate_pod(&pod, &namespace, pools) {
-                Ok(Outcome::Mutated { patch, .. }) => patch,
-                Ok(_) => return Ok(value),
-                Err(e) => return Err(denied(&value, e)),
-            }
-        }
+        ("batch/v1", "Job") => engine_patch::<Job>(&value, &namespace, injector, pools),
+        ("v1", "Pod") => engine_patch::<Pod>(&value, &namespace, injector, pools),
         _ => return Ok(value),
+    };
+    let patch = match patch {
+        Ok(Some(patch)) => patch,
+        Ok(None) => return Ok(value),
+        Err(Refused::Invalid(kind, detail)) => return Err(invalid(kind, &value, detail)),
+        Err(Refused::Denied(e)) => {
+            return Err(InjectFileError::Denied {
+                index,
+                what: describe(&value),
+                message: e.to_string(),
+            })
+        }
     };
     let original = value.clone();
     json_patch::patch(&mut value, &patch).map_err(|e| {
@@ -140,4 +129,25 @@ pub fn inject_value(
         )
     })?;
     Ok(value)
+}
+
+enum Refused {
+    Invalid(&'static str, String),
+    Denied(InjectError),
+}
+
+/// The engine's patch for one document of kind `R` (`None`: unchanged).
+fn engine_patch<R: RunObject>(
+    value: &Value,
+    namespace: &str,
+    injector: &Injector,
+    pools: &dyn PoolSource,
+) -> Result<Option<json_patch::Patch>, Refused> {
+    let obj: R = serde_json::from_value(value.clone())
+        .map_err(|e| Refused::Invalid(R::KIND, e.to_string()))?;
+    match injector.mutate_owned(obj.without_managed_fields(), namespace, pools) {
+        Ok(Mutation::Mutated { patch, .. }) => Ok(Some(patch)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(Refused::Denied(e)),
+    }
 }

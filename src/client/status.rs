@@ -1,10 +1,9 @@
 //! `runyard status`: pools, workers and queues of a namespace, as a table or
-//! JSON. Collected through the controller's [`Cluster`] view and its decision
-//! logic, so it shows exactly the queue order the controller uses.
+//! JSON. Collected through [`ClientApi`] and the controller's model, so it
+//! shows exactly the queue order the controller uses.
 
-use crate::controller::cluster::{Cluster, ClusterError};
+use crate::cluster::{ClientApi, ClusterError};
 use crate::controller::model::queue;
-use crate::controller::reconcile::{model_snapshot, snapshot};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -50,7 +49,7 @@ pub struct StatusReport {
 }
 
 /// Collects the status of every pool in `ns`.
-pub async fn collect<C: Cluster>(c: &C, ns: &str) -> Result<StatusReport, ClusterError> {
+pub async fn collect<C: ClientApi>(c: &C, ns: &str) -> Result<StatusReport, ClusterError> {
     let now = Timestamp::now().as_second();
     let mut report = StatusReport {
         namespace: ns.to_string(),
@@ -62,8 +61,10 @@ pub async fn collect<C: Cluster>(c: &C, ns: &str) -> Result<StatusReport, Cluste
     pools.sort_by_key(|p| p.name_any());
     for pool in pools {
         let name = pool.name_any();
-        let (_, workers, jobs, pods) = snapshot(c, ns, &name).await?;
-        let snap = model_snapshot(Some(&pool), &workers, &jobs, &pods);
+        let mut objects = c.snapshot(ns, &name).await?;
+        objects.pool = Some(pool.clone());
+        let snap = objects.model();
+        let workers = &objects.workers;
         // What is true now, not what the controller's next pass would make it.
         let busy = snap
             .workers

@@ -1,4 +1,5 @@
-//! An in-memory [`Cluster`] with the API server's concurrency semantics:
+//! An in-memory cluster API (runyard's [`ControllerApi`] and [`ClientApi`])
+//! with the API server's concurrency semantics:
 //! every write bumps a resourceVersion, guarded writes against a stale version
 //! fail with `Conflict`, and faults (conflicts, timeouts that did or did not
 //! apply, API errors) can be injected per operation. Used by the controller's
@@ -9,13 +10,16 @@
 //! `Client` is a different type from this crate's kube 5; tower-test mocks
 //! script single requests and cannot express concurrent controllers racing.
 
-use super::cluster::{Cluster, ClusterError, Result};
-use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
-use crate::injection::{label, LABEL_POOL};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use runyard::cluster::{
+    ClientApi, ClusterError, ControllerApi, LogLines, PoolReads, Result, RunWrites,
+};
+use runyard::controller::model::JobSummary;
+use runyard::crd::{Worker, WorkerPool, WorkerPoolStatus};
+use runyard::vocab::{label, ANNOTATION_INJECTED, ANNOTATION_PRIORITY, LABEL_POOL};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -188,7 +192,7 @@ impl MemoryCluster {
 
     // ---- test setup and inspection -------------------------------------
 
-    pub fn add_pool(&self, ns: &str, name: &str, spec: crate::crd::WorkerPoolSpec) {
+    pub fn add_pool(&self, ns: &str, name: &str, spec: runyard::crd::WorkerPoolSpec) {
         let mut s = self.lock();
         let rv = Self::bump(&mut s);
         let mut p = WorkerPool::new(name, spec);
@@ -242,7 +246,7 @@ impl MemoryCluster {
             "spec": {
                 "suspend": true,
                 "template": {
-                    "metadata": { "labels": { LABEL_POOL: pool }, "annotations": { crate::injection::ANNOTATION_INJECTED: "true" } },
+                    "metadata": { "labels": { LABEL_POOL: pool }, "annotations": { ANNOTATION_INJECTED: "true" } },
                     "spec": { "restartPolicy": "Never", "containers": [{ "name": "worker", "image": "alpine" }] }
                 }
             }
@@ -252,7 +256,7 @@ impl MemoryCluster {
             job.metadata
                 .annotations
                 .get_or_insert_with(Default::default)
-                .insert(crate::injection::ANNOTATION_PRIORITY.into(), p.to_string());
+                .insert(ANNOTATION_PRIORITY.into(), p.to_string());
         }
         job.metadata.creation_timestamp = Timestamp::from_second(created).ok().map(Time);
         let mut s = self.lock();
@@ -398,13 +402,7 @@ fn list<T: Clone>(
         .collect()
 }
 
-impl Cluster for MemoryCluster {
-    async fn pools(&self, ns: &str) -> Result<Vec<WorkerPool>> {
-        self.yield_point().await;
-        self.fault(Op::Read)?;
-        Ok(list(&self.lock().pools, ns, |_| true))
-    }
-
+impl PoolReads for MemoryCluster {
     async fn pool(&self, ns: &str, name: &str) -> Result<Option<WorkerPool>> {
         self.yield_point().await;
         self.fault(Op::Read)?;
@@ -416,13 +414,13 @@ impl Cluster for MemoryCluster {
         Ok(list(&self.lock().workers, ns, |w| w.spec.pool == pool))
     }
 
-    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<super::cluster::JobSummary>> {
+    async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<JobSummary>> {
         self.yield_point().await;
         let s = self.lock();
         Ok(s.jobs
             .iter()
             .filter(|((n, _), j)| n == ns && label(&j.metadata, LABEL_POOL) == Some(pool))
-            .map(|(_, j)| super::cluster::JobSummary::of(j))
+            .map(|(_, j)| JobSummary::of(j))
             .collect())
     }
 
@@ -432,7 +430,57 @@ impl Cluster for MemoryCluster {
             label(&p.metadata, LABEL_POOL) == Some(pool)
         }))
     }
+}
 
+impl RunWrites for MemoryCluster {
+    async fn patch_job(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::PatchJob)?;
+        let mut s = self.lock();
+        let current = s.jobs.get(&key(ns, name)).ok_or(ClusterError::NotFound)?;
+        let rv_now = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let mut updated: Job = merge_guarded(current, &rv_now, patch)?;
+        let rv = Self::bump(&mut s);
+        stamp(&mut updated.metadata, rv);
+        s.jobs.insert(key(ns, name), updated);
+        drop(s);
+        self.count(Op::PatchJob);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn patch_pod(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::PatchPod)?;
+        let mut s = self.lock();
+        let current = s.pods.get(&key(ns, name)).ok_or(ClusterError::NotFound)?;
+        let rv_now = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let mut updated: Pod = merge_guarded(current, &rv_now, patch)?;
+        let rv = Self::bump(&mut s);
+        stamp(&mut updated.metadata, rv);
+        s.pods.insert(key(ns, name), updated);
+        drop(s);
+        self.count(Op::PatchPod);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::DeletePod)?;
+        self.lock().pods.remove(&key(ns, name));
+        self.count(Op::DeletePod);
+        late.map_or(Ok(()), Err)
+    }
+}
+
+impl ControllerApi for MemoryCluster {
     async fn create_worker(&self, ns: &str, worker: &Worker) -> Result<Worker> {
         self.yield_point().await;
         let late = self.fault(Op::CreateWorker)?;
@@ -498,52 +546,6 @@ impl Cluster for MemoryCluster {
         late.map_or(Ok(()), Err)
     }
 
-    async fn patch_job(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
-        self.yield_point().await;
-        let late = self.fault(Op::PatchJob)?;
-        let mut s = self.lock();
-        let current = s.jobs.get(&key(ns, name)).ok_or(ClusterError::NotFound)?;
-        let rv_now = current
-            .metadata
-            .resource_version
-            .clone()
-            .unwrap_or_default();
-        let mut updated: Job = merge_guarded(current, &rv_now, patch)?;
-        let rv = Self::bump(&mut s);
-        stamp(&mut updated.metadata, rv);
-        s.jobs.insert(key(ns, name), updated);
-        drop(s);
-        self.count(Op::PatchJob);
-        late.map_or(Ok(()), Err)
-    }
-
-    async fn patch_pod(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
-        self.yield_point().await;
-        let late = self.fault(Op::PatchPod)?;
-        let mut s = self.lock();
-        let current = s.pods.get(&key(ns, name)).ok_or(ClusterError::NotFound)?;
-        let rv_now = current
-            .metadata
-            .resource_version
-            .clone()
-            .unwrap_or_default();
-        let mut updated: Pod = merge_guarded(current, &rv_now, patch)?;
-        let rv = Self::bump(&mut s);
-        stamp(&mut updated.metadata, rv);
-        s.pods.insert(key(ns, name), updated);
-        drop(s);
-        self.count(Op::PatchPod);
-        late.map_or(Ok(()), Err)
-    }
-
-    async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
-        self.yield_point().await;
-        let late = self.fault(Op::DeletePod)?;
-        self.lock().pods.remove(&key(ns, name));
-        self.count(Op::DeletePod);
-        late.map_or(Ok(()), Err)
-    }
-
     async fn patch_pool_status(
         &self,
         ns: &str,
@@ -574,6 +576,36 @@ impl Cluster for MemoryCluster {
     ) -> Result<bool> {
         self.yield_point().await;
         Ok(!self.lock().silent_pods.iter().any(|p| p == pod))
+    }
+
+    async fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> Result<()> {
+        self.yield_point().await;
+        let object = format!(
+            "{}/{}",
+            regarding.kind.as_deref().unwrap_or("?"),
+            regarding.name.as_deref().unwrap_or("?")
+        );
+        self.lock().events.push(RecordedEvent {
+            object,
+            reason: reason.into(),
+            note: note.into(),
+            warning,
+        });
+        Ok(())
+    }
+}
+
+impl ClientApi for MemoryCluster {
+    async fn pools(&self, ns: &str) -> Result<Vec<WorkerPool>> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        Ok(list(&self.lock().pools, ns, |_| true))
     }
 
     async fn create_job(&self, ns: &str, job: &Job) -> Result<Job> {
@@ -628,7 +660,7 @@ impl Cluster for MemoryCluster {
         pod: &str,
         _container: &str,
         since: Option<Timestamp>,
-    ) -> Result<super::cluster::LogLines> {
+    ) -> Result<LogLines> {
         use futures::StreamExt;
         self.yield_point().await;
         let mut s = self.lock();
@@ -645,27 +677,5 @@ impl Cluster for MemoryCluster {
             lines.truncate(n);
         }
         Ok(futures::stream::iter(lines).boxed())
-    }
-
-    async fn event(
-        &self,
-        regarding: &ObjectReference,
-        warning: bool,
-        reason: &str,
-        note: &str,
-    ) -> Result<()> {
-        self.yield_point().await;
-        let object = format!(
-            "{}/{}",
-            regarding.kind.as_deref().unwrap_or("?"),
-            regarding.name.as_deref().unwrap_or("?")
-        );
-        self.lock().events.push(RecordedEvent {
-            object,
-            reason: reason.into(),
-            note: note.into(),
-            warning,
-        });
-        Ok(())
     }
 }

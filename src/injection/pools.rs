@@ -1,15 +1,61 @@
-//! Pool sources with I/O: a kube-rs reflector over `WorkerPool`s, and static
-//! pool definitions read from a YAML file.
+//! Where the engine's pools come from: the [`PoolSource`] trait (a reflector
+//! cache in the webhook, static definitions for `--pools FILE` and `runyard
+//! inject`), and the parsing of WorkerPool files.
 
 use crate::crd::WorkerPool;
-use crate::injection::{PoolSource, StaticPools};
-use futures::StreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Where pools come from: a kube-rs reflector store, or static definitions.
+pub trait PoolSource: Send + Sync {
+    fn pool(&self, namespace: &str, name: &str) -> Option<Arc<WorkerPool>>;
+}
+
+/// Pools defined statically (`--pools FILE`, `runyard inject --pool FILE`), or a
+/// built-in default pool for any name.
+#[derive(Debug, Clone, Default)]
+pub struct StaticPools {
+    pools: Vec<Arc<WorkerPool>>,
+    default_for_any_name: bool,
+}
+
+impl StaticPools {
+    /// Exactly these pools. A pool without a namespace matches every namespace.
+    pub fn new(pools: Vec<WorkerPool>) -> Self {
+        Self {
+            pools: pools.into_iter().map(Arc::new).collect(),
+            default_for_any_name: false,
+        }
+    }
+
+    /// A pool with default settings for whatever name a run asks for.
+    pub fn default_pool() -> Self {
+        Self {
+            pools: Vec::new(),
+            default_for_any_name: true,
+        }
+    }
+}
+
+impl PoolSource for StaticPools {
+    fn pool(&self, namespace: &str, name: &str) -> Option<Arc<WorkerPool>> {
+        let found = self.pools.iter().find(|p| {
+            p.metadata.name.as_deref() == Some(name)
+                && p.metadata
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| ns == namespace)
+        });
+        if let Some(p) = found {
+            return Some(p.clone());
+        }
+        self.default_for_any_name.then(|| {
+            let mut pool = WorkerPool::new(name, Default::default());
+            pool.metadata.namespace = Some(namespace.to_string());
+            Arc::new(pool)
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolFileError {
@@ -86,53 +132,6 @@ pub fn load_pool_file(path: &Path) -> Result<StaticPools, PoolFileError> {
         source,
     })?;
     Ok(StaticPools::new(parse_pools(&text, &display)?))
-}
-
-/// Pools from a reflector cache, never fetched per request.
-#[derive(Clone)]
-pub struct ReflectedPools(pub Store<WorkerPool>);
-
-impl PoolSource for ReflectedPools {
-    fn pool(&self, namespace: &str, name: &str) -> Option<Arc<WorkerPool>> {
-        self.0.get(&ObjectRef::new(name).within(namespace))
-    }
-}
-
-/// Starts a reflector over `WorkerPool`s (one namespace, or all) and returns
-/// the cache; `ready` turns true once the first listing is in.
-pub fn watch_pools(
-    client: Client,
-    namespace: Option<&str>,
-    ready: Arc<AtomicBool>,
-) -> ReflectedPools {
-    let api: Api<WorkerPool> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|pool: &mut WorkerPool| {
-            pool.managed_fields_mut().clear();
-        })
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "WorkerPool watch error; retrying with backoff");
-            }
-        }
-    });
-    let waiter = reader.clone();
-    tokio::spawn(async move {
-        if waiter.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Relaxed);
-            tracing::info!("WorkerPool cache synced");
-        }
-    });
-    ReflectedPools(reader)
 }
 
 #[cfg(test)]

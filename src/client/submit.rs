@@ -1,47 +1,27 @@
-//! `runyard submit` and `runyard cancel`, for CI systems: create a run, show
-//! its queue position while it waits, stream the worker's log (reconnecting
-//! without losing or repeating lines), and exit with the worker's exit code.
+//! `runyard submit`, for CI systems: create a run, show its queue position
+//! while it waits, stream the worker's log (reconnecting without losing or
+//! repeating lines), and exit with the worker's exit code.
 
-use crate::controller::cluster::{Cluster, ClusterError};
-use crate::controller::model::{queue, RunKey, RunKind};
-use crate::controller::reconcile::{model_snapshot, snapshot};
-use crate::controller::ANNOTATION_RESULT;
-use crate::injection::{
-    label, ANNOTATION_PRIORITY, INIT_CONTAINER, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER,
-    LAUNCHER_CONTAINER, SCHEDULING_GATE,
+use super::cancel::cancel;
+use super::logs::{exit_code, worker_container, LogFollower};
+use super::{
+    cluster, finished_phase, job_pods, ClientError, EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT,
 };
-use crate::launcher::{ANNOTATION_SOURCE_SHA256, ANNOTATION_SOURCE_URL, ANNOTATION_STOP};
-use futures::StreamExt;
+use crate::cluster::ClientApi;
+use crate::controller::model::{queue, RunKey};
+use crate::vocab::{
+    annotation, label, RunResult, ANNOTATION_PRIORITY, ANNOTATION_RESULT, ANNOTATION_SOURCE_SHA256,
+    ANNOTATION_SOURCE_URL, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER,
+};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::Serialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Exit code when the run timed out (runTimeout, logsTimeout).
-pub const EXIT_TIMEOUT: i32 = 124;
-/// Exit code when the run was cancelled (or the submitter detached).
-pub const EXIT_CANCELLED: i32 = 130;
-/// Exit code when the run failed without a worker exit code (lost, init failed).
-pub const EXIT_FAILED: i32 = 1;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    #[error("{what}: {source}")]
-    Cluster { what: String, source: ClusterError },
-    #[error("run {0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn cluster(what: impl Into<String>) -> impl FnOnce(ClusterError) -> SubmitError {
-    let what = what.into();
-    move |source| SubmitError::Cluster { what, source }
-}
+/// The Job condition reason of a run that hit its deadline (`runTimeout`).
+const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 /// A run described by flags.
 #[derive(Debug, Clone, Default)]
@@ -57,14 +37,14 @@ pub struct RunSpec {
 }
 
 /// The Job `runyard submit --pool ... --image ... -- command` creates.
-pub fn job_from_flags(spec: &RunSpec) -> Result<Job, SubmitError> {
+pub fn job_from_flags(spec: &RunSpec) -> Result<Job, ClientError> {
     if spec.pool.is_empty() || spec.image.is_empty() {
-        return Err(SubmitError::Invalid(
+        return Err(ClientError::Invalid(
             "--pool and --image are required without -f".into(),
         ));
     }
     if spec.source_url.is_some() != spec.source_sha256.is_some() {
-        return Err(SubmitError::Invalid(
+        return Err(ClientError::Invalid(
             "--source-url and --source-sha256 go together".into(),
         ));
     }
@@ -102,183 +82,7 @@ pub fn job_from_flags(spec: &RunSpec) -> Result<Job, SubmitError> {
             }
         }
     }))
-    .map_err(|e| SubmitError::Invalid(e.to_string()))
-}
-
-/// Parses `job/NAME`, `pod/NAME` or `NAME` (a Job).
-pub fn parse_target(s: &str) -> RunKey {
-    match s.split_once('/') {
-        Some((k, n)) if k.eq_ignore_ascii_case("pod") || k.eq_ignore_ascii_case("pods") => {
-            RunKey::pod(n)
-        }
-        Some((k, n)) if k.eq_ignore_ascii_case("job") || k.eq_ignore_ascii_case("jobs") => {
-            RunKey::job(n)
-        }
-        _ => RunKey::job(s),
-    }
-}
-
-fn finished_phase(p: &Pod) -> bool {
-    matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
-/// The pods of a Job run (by run id, else by Job name).
-async fn job_pods<C: Cluster>(c: &C, ns: &str, job: &Job) -> Result<Vec<Pod>, SubmitError> {
-    let Some(pool) = label(&job.metadata, LABEL_POOL) else {
-        return Ok(Vec::new());
-    };
-    let run_id = label(&job.metadata, LABEL_RUN_ID);
-    let name = job.name_any();
-    let pods = c
-        .pods(ns, pool)
-        .await
-        .map_err(cluster("listing the run's pods"))?;
-    Ok(pods
-        .into_iter()
-        .filter(|p| {
-            let by_id = run_id.is_some() && label(&p.metadata, LABEL_RUN_ID) == run_id;
-            let by_name = label(&p.metadata, "batch.kubernetes.io/job-name") == Some(name.as_str())
-                || label(&p.metadata, "job-name") == Some(name.as_str());
-            by_id || by_name
-        })
-        .collect())
-}
-
-/// What `cancel` did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CancelReport {
-    pub run: String,
-    /// The run had been claimed (it was running).
-    pub was_running: bool,
-    /// The worker stopped within the grace period.
-    pub stopped_in_time: bool,
-}
-
-/// Stops a run gracefully: marks it `Cancelled`, asks its worker to stop
-/// (`runyard.dev/stop`, relayed by the launcher), waits up to `grace` for the
-/// pods to end, then removes what is left.
-pub async fn cancel<C: Cluster>(
-    c: &C,
-    ns: &str,
-    run: &RunKey,
-    reason: &str,
-    grace: Duration,
-    poll: Duration,
-) -> Result<CancelReport, SubmitError> {
-    let mark = serde_json::json!({ "metadata": { "annotations": { ANNOTATION_STOP: reason, ANNOTATION_RESULT: "Cancelled" } } });
-    match run.kind {
-        RunKind::Job => {
-            let job = c
-                .get_job(ns, &run.name)
-                .await
-                .map_err(cluster("reading the Job"))?
-                .ok_or_else(|| SubmitError::NotFound(run.to_string()))?;
-            c.patch_job(ns, &run.name, &mark)
-                .await
-                .map_err(cluster("marking the Job cancelled"))?;
-            let queued = job.spec.as_ref().and_then(|s| s.suspend) == Some(true)
-                && label(&job.metadata, LABEL_WORKER).is_none();
-            if queued {
-                c.delete_job(ns, &run.name)
-                    .await
-                    .map_err(cluster("deleting the queued Job"))?;
-                return Ok(CancelReport {
-                    run: run.to_string(),
-                    was_running: false,
-                    stopped_in_time: true,
-                });
-            }
-            for p in job_pods(c, ns, &job)
-                .await?
-                .iter()
-                .filter(|p| !finished_phase(p))
-            {
-                c.patch_pod(ns, &p.name_any(), &mark)
-                    .await
-                    .map_err(cluster("asking the worker to stop"))?;
-            }
-            let deadline = Instant::now() + grace;
-            let mut stopped = false;
-            while Instant::now() < deadline {
-                if job_pods(c, ns, &job).await?.iter().all(finished_phase) {
-                    stopped = true;
-                    break;
-                }
-                tokio::time::sleep(poll).await;
-            }
-            // Fail the Job now (its deadline has passed), so the Job controller
-            // starts no other pod, and remove what still runs.
-            let elapsed = job
-                .status
-                .as_ref()
-                .and_then(|s| s.start_time.as_ref())
-                .map_or(1, |t| {
-                    (Timestamp::now().as_second() - t.0.as_second()).max(1)
-                });
-            let fail = serde_json::json!({ "spec": { "activeDeadlineSeconds": elapsed } });
-            c.patch_job(ns, &run.name, &fail)
-                .await
-                .map_err(cluster("ending the Job"))?;
-            for p in job_pods(c, ns, &job)
-                .await?
-                .iter()
-                .filter(|p| !finished_phase(p))
-            {
-                c.delete_pod(ns, &p.name_any())
-                    .await
-                    .map_err(cluster("deleting a run pod"))?;
-            }
-            Ok(CancelReport {
-                run: run.to_string(),
-                was_running: true,
-                stopped_in_time: stopped,
-            })
-        }
-        RunKind::Pod => {
-            let pod = c
-                .get_pod(ns, &run.name)
-                .await
-                .map_err(cluster("reading the Pod"))?
-                .ok_or_else(|| SubmitError::NotFound(run.to_string()))?;
-            c.patch_pod(ns, &run.name, &mark)
-                .await
-                .map_err(cluster("marking the Pod cancelled"))?;
-            let gated = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.scheduling_gates.as_ref())
-                .is_some_and(|g| g.iter().any(|g| g.name == SCHEDULING_GATE));
-            let mut stopped = gated;
-            if !gated {
-                let deadline = Instant::now() + grace;
-                while Instant::now() < deadline {
-                    match c
-                        .get_pod(ns, &run.name)
-                        .await
-                        .map_err(cluster("reading the Pod"))?
-                    {
-                        Some(p) if !finished_phase(&p) => tokio::time::sleep(poll).await,
-                        _ => {
-                            stopped = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            c.delete_pod(ns, &run.name)
-                .await
-                .map_err(cluster("deleting the Pod"))?;
-            Ok(CancelReport {
-                run: run.to_string(),
-                was_running: !gated,
-                stopped_in_time: stopped,
-            })
-        }
-    }
+    .map_err(|e| ClientError::Invalid(e.to_string()))
 }
 
 /// How waiting is shown.
@@ -313,90 +117,6 @@ pub struct Summary {
     pub duration_seconds: f64,
 }
 
-/// Follows a container's log, reconnecting when the stream drops, without
-/// losing or repeating lines (resumes at the last timestamp and skips the
-/// lines already printed at it).
-struct LogFollower {
-    last: Option<Timestamp>,
-    at_last: usize,
-}
-
-impl LogFollower {
-    fn new() -> Self {
-        Self {
-            last: None,
-            at_last: 0,
-        }
-    }
-
-    /// One connection: prints new lines; returns how many.
-    async fn pass<C: Cluster>(
-        &mut self,
-        c: &C,
-        ns: &str,
-        pod: &str,
-        container: &str,
-        out: &mut (dyn Write + Send),
-    ) -> Result<usize, ClusterError> {
-        let mut stream = c.follow_logs(ns, pod, container, self.last).await?;
-        let mut skip = self.at_last;
-        let mut printed = 0;
-        while let Some(line) = stream.next().await {
-            let Ok(line) = line else { break };
-            let (ts, text) = match line
-                .split_once(' ')
-                .and_then(|(t, rest)| Some((t.parse::<Timestamp>().ok()?, rest)))
-            {
-                Some(x) => x,
-                None => (self.last.unwrap_or(Timestamp::UNIX_EPOCH), line.as_str()),
-            };
-            if let Some(last) = self.last {
-                if ts < last {
-                    continue;
-                }
-                if ts == last && skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-            }
-            let _ = writeln!(out, "{text}");
-            printed += 1;
-            if Some(ts) == self.last {
-                self.at_last += 1;
-            } else {
-                self.last = Some(ts);
-                self.at_last = 1;
-                skip = 0;
-            }
-        }
-        let _ = out.flush();
-        Ok(printed)
-    }
-}
-
-fn worker_container(pod: &Pod) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name != LAUNCHER_CONTAINER && c.name != INIT_CONTAINER)
-        .map(|c| c.name.clone())
-}
-
-fn exit_code(pod: &Pod, container: &str) -> Option<i32> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|s| s.name == container)?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()
-        .map(|t| t.exit_code)
-}
-
 fn job_condition(job: &Job) -> Option<(bool, Option<String>)> {
     job.status
         .as_ref()?
@@ -410,7 +130,7 @@ fn job_condition(job: &Job) -> Option<(bool, Option<String>)> {
 }
 
 /// Submits `job` and follows it to its end.
-pub async fn submit<C: Cluster>(
+pub async fn submit<C: ClientApi>(
     c: &C,
     ns: &str,
     job: &Job,
@@ -418,7 +138,7 @@ pub async fn submit<C: Cluster>(
     logs: &mut (dyn Write + Send),
     status: &mut (dyn Write + Send),
     mut interrupts: watch::Receiver<u32>,
-) -> Result<Summary, SubmitError> {
+) -> Result<Summary, ClientError> {
     let started = Instant::now();
     let created = c
         .create_job(ns, job)
@@ -483,7 +203,7 @@ pub async fn submit<C: Cluster>(
             )
             .await?;
             if !report.was_running {
-                summary.result = "Cancelled".into();
+                summary.result = RunResult::Cancelled.to_string();
                 summary.exit_code = EXIT_CANCELLED;
                 break;
             }
@@ -494,7 +214,12 @@ pub async fn submit<C: Cluster>(
             .await
             .map_err(cluster("reading the run Job"))?
         else {
-            summary.result = if cancelled { "Cancelled" } else { "Lost" }.into();
+            summary.result = if cancelled {
+                RunResult::Cancelled
+            } else {
+                RunResult::Lost
+            }
+            .to_string();
             summary.exit_code = if cancelled {
                 EXIT_CANCELLED
             } else {
@@ -564,18 +289,15 @@ pub async fn submit<C: Cluster>(
                 }
             }
             if let Some((done, reason)) = job_condition(&job) {
-                let annotated = job
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ANNOTATION_RESULT))
-                    .cloned();
-                summary.result = match (done, annotated.as_deref(), reason.as_deref()) {
-                    (_, Some("Cancelled"), _) => "Cancelled".into(),
-                    (_, Some("LogsTimeout"), _) => "LogsTimeout".into(),
-                    (false, _, Some("DeadlineExceeded")) => "DeadlineExceeded".into(),
-                    (true, _, _) => "Succeeded".into(),
-                    (false, _, _) => "Failed".into(),
+                let annotated =
+                    annotation(&job.metadata, ANNOTATION_RESULT).and_then(RunResult::parse);
+                summary.result = match (done, annotated, reason.as_deref()) {
+                    (_, Some(r @ (RunResult::Cancelled | RunResult::LogsTimeout)), _) => {
+                        r.to_string()
+                    }
+                    (false, _, Some(DEADLINE_EXCEEDED)) => DEADLINE_EXCEEDED.into(),
+                    (true, _, _) => RunResult::Succeeded.to_string(),
+                    (false, _, _) => RunResult::Failed.to_string(),
                 };
                 // Drain what the log still holds.
                 if let Some(pod) = pod {
@@ -588,10 +310,11 @@ pub async fn submit<C: Cluster>(
                         {}
                     }
                 }
-                summary.exit_code = match summary.result.as_str() {
-                    "Cancelled" => EXIT_CANCELLED,
-                    "LogsTimeout" | "DeadlineExceeded" => EXIT_TIMEOUT,
-                    "Succeeded" => pod_done.unwrap_or(0),
+                summary.exit_code = match RunResult::parse(&summary.result) {
+                    Some(RunResult::Cancelled) => EXIT_CANCELLED,
+                    Some(RunResult::LogsTimeout) => EXIT_TIMEOUT,
+                    _ if summary.result == DEADLINE_EXCEEDED => EXIT_TIMEOUT,
+                    Some(RunResult::Succeeded) => pod_done.unwrap_or(0),
                     _ => pod_done.filter(|code| *code != 0).unwrap_or(EXIT_FAILED),
                 };
                 break;
@@ -614,14 +337,14 @@ pub async fn submit<C: Cluster>(
 }
 
 /// "queued: position 2 of 5; 3 of 3 workers busy".
-async fn queue_note<C: Cluster>(c: &C, ns: &str, pool: &str, job: &str) -> String {
-    let Ok((p, workers, jobs, pods)) = snapshot(c, ns, pool).await else {
+async fn queue_note<C: ClientApi>(c: &C, ns: &str, pool: &str, job: &str) -> String {
+    let Ok(objects) = c.snapshot(ns, pool).await else {
         return "queued".into();
     };
-    let Some(pool_obj) = p else {
+    let Some(pool_obj) = &objects.pool else {
         return format!("queued, but pool {pool} does not exist");
     };
-    let snap = model_snapshot(Some(&pool_obj), &workers, &jobs, &pods);
+    let snap = objects.model();
     let q = queue(&snap.runs);
     let busy = snap
         .workers
@@ -687,12 +410,5 @@ mod tests {
             ..Default::default()
         })
         .is_err());
-    }
-
-    #[test]
-    fn targets_parse() {
-        assert_eq!(parse_target("job/a"), RunKey::job("a"));
-        assert_eq!(parse_target("pods/b"), RunKey::pod("b"));
-        assert_eq!(parse_target("c"), RunKey::job("c"));
     }
 }

@@ -1,0 +1,96 @@
+//! The CLI's clients for CI systems and people: [`submit`] a run and follow
+//! it, [`cancel`] one, read its [`logs`], show the pools' [`status`]. They use
+//! only the pure controller model (to read runs and queues exactly as the
+//! controller does) and [`ClientApi`].
+
+pub mod cancel;
+pub mod logs;
+pub mod status;
+pub mod submit;
+
+use crate::cluster::{ClientApi, ClusterError};
+use crate::controller::model::RunKey;
+use crate::vocab::{label, LABEL_POOL, LABEL_RUN_ID};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+/// Exit code when the run timed out (runTimeout, logsTimeout).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit code when the run was cancelled (or the submitter detached).
+pub const EXIT_CANCELLED: i32 = 130;
+/// Exit code when the run failed without a worker exit code (lost, init failed).
+pub const EXIT_FAILED: i32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{what}: {source}")]
+    Cluster { what: String, source: ClusterError },
+    #[error("run {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn cluster(what: impl Into<String>) -> impl FnOnce(ClusterError) -> ClientError {
+    let what = what.into();
+    move |source| ClientError::Cluster { what, source }
+}
+
+/// Parses `job/NAME`, `pod/NAME` or `NAME` (a Job).
+pub fn parse_target(s: &str) -> RunKey {
+    match s.split_once('/') {
+        Some((k, n)) if k.eq_ignore_ascii_case("pod") || k.eq_ignore_ascii_case("pods") => {
+            RunKey::pod(n)
+        }
+        Some((k, n)) if k.eq_ignore_ascii_case("job") || k.eq_ignore_ascii_case("jobs") => {
+            RunKey::job(n)
+        }
+        _ => RunKey::job(s),
+    }
+}
+
+pub(crate) fn finished_phase(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// The pods of a Job run (by run id, else by Job name).
+pub(crate) async fn job_pods<C: ClientApi>(
+    c: &C,
+    ns: &str,
+    job: &Job,
+) -> Result<Vec<Pod>, ClientError> {
+    let Some(pool) = label(&job.metadata, LABEL_POOL) else {
+        return Ok(Vec::new());
+    };
+    let run_id = label(&job.metadata, LABEL_RUN_ID);
+    let name = job.name_any();
+    let pods = c
+        .pods(ns, pool)
+        .await
+        .map_err(cluster("listing the run's pods"))?;
+    Ok(pods
+        .into_iter()
+        .filter(|p| {
+            let by_id = run_id.is_some() && label(&p.metadata, LABEL_RUN_ID) == run_id;
+            let by_name = label(&p.metadata, "batch.kubernetes.io/job-name") == Some(name.as_str())
+                || label(&p.metadata, "job-name") == Some(name.as_str());
+            by_id || by_name
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse_target("job/a"), RunKey::job("a"));
+        assert_eq!(parse_target("pods/b"), RunKey::pod("b"));
+        assert_eq!(parse_target("c"), RunKey::job("c"));
+    }
+}

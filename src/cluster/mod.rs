@@ -1,0 +1,191 @@
+//! The Kubernetes API as runyard's parts need it, split by who needs what:
+//! [`PoolReads`] (one pool's objects) and [`RunWrites`] (patching and deleting
+//! runs) are shared; [`ControllerApi`] adds the controller's guarded writes and
+//! Events; [`ClientApi`] adds what `submit`, `cancel`, `logs` and `status` use.
+//! [`KubeCluster`] implements them over kube-rs; the tests' in-memory API
+//! (the dev-only `runyard-testing` crate) implements them too.
+
+mod kube;
+
+pub use self::kube::KubeCluster;
+
+use crate::controller::model::{model_snapshot, JobSummary, RunKey, RunKind, Snapshot};
+use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use serde_json::Value;
+use std::future::Future;
+
+/// Why a write or read failed; `label()` is the metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("conflict: the object changed since it was read")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("timed out")]
+    Timeout,
+    #[error("API error: {0}")]
+    Api(String),
+}
+
+impl ClusterError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Conflict => "conflict",
+            Self::NotFound => "not_found",
+            Self::Timeout => "timeout",
+            Self::Api(_) => "api",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClusterError>;
+
+/// Lines of a followed log.
+pub type LogLines = futures::stream::BoxStream<'static, Result<String>>;
+
+/// One pool's objects, as read.
+#[derive(Debug, Clone, Default)]
+pub struct PoolObjects {
+    pub pool: Option<WorkerPool>,
+    pub workers: Vec<Worker>,
+    pub jobs: Vec<JobSummary>,
+    pub pods: Vec<Pod>,
+}
+
+impl PoolObjects {
+    /// The model's view of these objects.
+    pub fn model(&self) -> Snapshot {
+        model_snapshot(self.pool.as_ref(), &self.workers, &self.jobs, &self.pods)
+    }
+}
+
+/// Reads of one pool's objects.
+pub trait PoolReads: Send + Sync {
+    fn pool(&self, ns: &str, name: &str)
+        -> impl Future<Output = Result<Option<WorkerPool>>> + Send;
+    fn workers(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Worker>>> + Send;
+    /// Jobs labeled `runyard.dev/pool=<pool>`, as summaries.
+    fn jobs(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<JobSummary>>> + Send;
+    /// Pods labeled `runyard.dev/pool=<pool>` (bare runs and Job pods).
+    fn pods(&self, ns: &str, pool: &str) -> impl Future<Output = Result<Vec<Pod>>> + Send;
+
+    /// The pool and all its objects, read at once.
+    fn snapshot(&self, ns: &str, pool: &str) -> impl Future<Output = Result<PoolObjects>> + Send {
+        async move {
+            let (p, workers, jobs, pods) = futures::join!(
+                self.pool(ns, pool),
+                self.workers(ns, pool),
+                self.jobs(ns, pool),
+                self.pods(ns, pool)
+            );
+            Ok(PoolObjects {
+                pool: p?,
+                workers: workers?,
+                jobs: jobs?,
+                pods: pods?,
+            })
+        }
+    }
+}
+
+/// Writes to run objects.
+pub trait RunWrites: Send + Sync {
+    /// JSON merge patch; a `metadata.resourceVersion` in it is a precondition.
+    fn patch_job(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// JSON merge patch; a `metadata.resourceVersion` in it is a precondition.
+    fn patch_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a pod; one already gone is fine.
+    fn delete_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// [`Self::patch_job`] or [`Self::patch_pod`], by the run's kind.
+    fn patch_run(
+        &self,
+        ns: &str,
+        run: &RunKey,
+        patch: &Value,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            match run.kind {
+                RunKind::Job => self.patch_job(ns, &run.name, patch).await,
+                RunKind::Pod => self.patch_pod(ns, &run.name, patch).await,
+            }
+        }
+    }
+}
+
+/// What the controller reads and writes.
+pub trait ControllerApi: PoolReads + RunWrites {
+    /// Creates a worker; the returned object carries its resourceVersion.
+    fn create_worker(
+        &self,
+        ns: &str,
+        worker: &Worker,
+    ) -> impl Future<Output = Result<Worker>> + Send;
+    /// Replaces a worker's status; fails with `Conflict` unless
+    /// `metadata.resourceVersion` is current.
+    fn replace_worker_status(
+        &self,
+        ns: &str,
+        worker: &Worker,
+    ) -> impl Future<Output = Result<Worker>> + Send;
+    /// Deletes a worker if its resourceVersion is still `rv`.
+    fn delete_worker(
+        &self,
+        ns: &str,
+        name: &str,
+        rv: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn patch_pool_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &WorkerPoolStatus,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the container printed anything in the last `since_seconds`.
+    fn printed_since(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        since_seconds: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Publishes an Event about `regarding`.
+    fn event(
+        &self,
+        regarding: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What the CLI clients (`submit`, `cancel`, `status`) read and write.
+pub trait ClientApi: PoolReads + RunWrites {
+    fn pools(&self, ns: &str) -> impl Future<Output = Result<Vec<WorkerPool>>> + Send;
+    fn create_job(&self, ns: &str, job: &Job) -> impl Future<Output = Result<Job>> + Send;
+    fn get_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Job>>> + Send;
+    fn delete_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn get_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Pod>>> + Send;
+    /// Follows a container's log from `since` (inclusive), each line prefixed
+    /// with its RFC 3339 timestamp and a space. The stream may end early (a
+    /// dropped connection); callers reconnect.
+    fn follow_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        since: Option<k8s_openapi::jiff::Timestamp>,
+    ) -> impl Future<Output = Result<LogLines>> + Send;
+}

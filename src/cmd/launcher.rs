@@ -1,0 +1,101 @@
+//! `runyard launcher init` and `runyard launcher serve`.
+
+use super::parse_duration;
+use crate::injection::SidecarMode;
+use crate::vocab::{env, BINARIES_CACHE_PATH, BINARIES_PATH, PODINFO_PATH, WORKSPACE_PATH};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum LauncherCommand {
+    /// Prepare the workspace, source and tools (the `init` container).
+    Init(LayoutArgs),
+    /// Serve the worker's local API and relay stop requests (the `launcher` sidecar).
+    Serve(ServeArgs),
+}
+
+/// Where the launcher works (the webhook sets these through the environment).
+#[derive(Debug, Clone, Args)]
+pub struct LayoutArgs {
+    /// Workspace directory.
+    #[arg(long, env = env::WORKSPACE, default_value = WORKSPACE_PATH)]
+    pub workspace: PathBuf,
+    /// Shared binaries cache.
+    #[arg(long, env = env::BINARIES_CACHE, default_value = BINARIES_CACHE_PATH)]
+    pub binaries_cache: PathBuf,
+    /// Directory of the run's tool links (first on the worker's PATH).
+    #[arg(long, env = env::BINARIES, default_value = BINARIES_PATH)]
+    pub binaries: PathBuf,
+    /// Downward-API directory with the pod's `annotations` and `labels`.
+    #[arg(long, env = env::PODINFO, default_value = PODINFO_PATH)]
+    pub podinfo: PathBuf,
+    /// Extra CA certificates (PEM) trusted for downloads, e.g. a mirror's.
+    #[arg(long, env = env::CA_FILE)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl LayoutArgs {
+    pub fn layout(&self) -> crate::launcher::Layout {
+        crate::launcher::Layout {
+            workspace: self.workspace.clone(),
+            cache: self.binaries_cache.clone(),
+            binaries: self.binaries.clone(),
+            podinfo: self.podinfo.clone(),
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// How the sidecar runs; `container` watches for the worker's processes to exit.
+    #[arg(long, env = env::SIDECAR_MODE, value_enum, default_value_t = SidecarMode::Native)]
+    pub sidecar_mode: SidecarMode,
+    /// Exit when this process exits (instead of watching the pod's containers).
+    #[arg(long)]
+    pub watch_pid: Option<u32>,
+    /// How long to keep serving after SIGTERM while the worker still runs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// How often annotations and processes are checked.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll: Duration,
+}
+
+/// `runyard launcher init`: on failure the message also goes to the
+/// container's termination log, so `kubectl describe pod` shows it.
+pub(super) async fn init(args: &LayoutArgs) -> Result<()> {
+    match crate::launcher::init::run(&args.layout()).await {
+        Ok(report) => {
+            tracing::info!(source = report.source_fetched, downloaded = ?report.tools_downloaded, cached = ?report.tools_cached, "workspace ready");
+            Ok(())
+        }
+        Err(e) => {
+            let log = std::env::var(env::TERMINATION_LOG)
+                .unwrap_or_else(|_| "/dev/termination-log".into());
+            let _ = std::fs::write(log, format!("runyard launcher init: {e}"));
+            Err(e).context("preparing the run's workspace")
+        }
+    }
+}
+
+/// `runyard launcher serve`.
+pub(super) async fn serve(args: &ServeArgs) -> Result<()> {
+    use crate::launcher::serve::{ServeOptions, WorkerWatch};
+    let watch = match (args.watch_pid, args.sidecar_mode) {
+        (Some(pid), _) => WorkerWatch::Pid(pid),
+        (None, SidecarMode::Container) => WorkerWatch::ProcessNamespace,
+        (None, SidecarMode::Native) => WorkerWatch::Kubelet,
+    };
+    let opts = ServeOptions {
+        watch,
+        grace: args.grace,
+        poll: args.poll,
+    };
+    crate::launcher::serve::run(&args.layout.layout(), opts).await?;
+    Ok(())
+}

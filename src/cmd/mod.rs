@@ -1,0 +1,230 @@
+//! The `runyard` command line: one module per subcommand, each holding its
+//! arguments and its wiring from arguments to the library. Errors get their
+//! user-facing context here.
+
+mod cancel;
+mod certs;
+mod controller;
+mod crd;
+mod inject;
+mod launcher;
+mod status;
+mod submit;
+mod webhook;
+
+pub use cancel::CancelArgs;
+pub use certs::CertsArgs;
+pub use controller::ControllerArgs;
+pub use inject::InjectArgs;
+pub use launcher::{LauncherCommand, LayoutArgs, ServeArgs};
+pub use status::{OutputFormat, StatusArgs};
+pub use submit::{SubmitArgs, SummaryFormat};
+pub use webhook::WebhookArgs;
+
+use crate::injection::{ClusterFacts, SidecarMode};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+/// Turn plain Kubernetes Jobs and Pods into managed runs on a worker pool.
+#[derive(Debug, Parser)]
+#[command(name = "runyard", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info`, `runyard=debug` (tracing EnvFilter syntax).
+    #[arg(long, global = true, default_value = "info", env = "RUNYARD_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTPS mutating admission webhook.
+    Webhook(WebhookArgs),
+    /// Print the mutated manifest(s) of a file, as the webhook would mutate them.
+    Inject(InjectArgs),
+    /// Generate a CA and a serving certificate for the webhook.
+    Certs(CertsArgs),
+    /// Print the CustomResourceDefinitions (WorkerPool, Worker) as YAML.
+    Crd,
+    /// Run the controller: register workers, claim queued runs, release, scale.
+    Controller(ControllerArgs),
+    /// Show pools, workers and queued runs of a namespace.
+    Status(StatusArgs),
+    /// Submit a run, wait for it, stream its log, exit with its exit code.
+    Submit(SubmitArgs),
+    /// Stop a run gracefully (its result becomes Cancelled).
+    Cancel(CancelArgs),
+    /// Run inside a run pod (injected by the webhook): `init` or `serve`.
+    #[command(subcommand)]
+    Launcher(LauncherCommand),
+}
+
+/// How to inject the launcher sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SidecarModeArg {
+    /// Decide from the API server's version (native from Kubernetes 1.29).
+    Auto,
+    /// Native sidecar: an init container with `restartPolicy: Always`.
+    Native,
+    /// Regular container that exits when the worker containers exit.
+    Container,
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Install-wide injection defaults (a pool's settings override them).
+#[derive(Debug, Clone, Args)]
+pub struct DefaultsArgs {
+    /// Image of the injected init and launcher containers (e.g. a mirror for
+    /// air-gapped clusters).
+    #[arg(long, env = "RUNYARD_LAUNCHER_IMAGE", default_value = crate::injection::DEFAULT_LAUNCHER_IMAGE)]
+    pub launcher_image: String,
+    /// CPU request of containers that set none (empty: none).
+    #[arg(long, default_value = crate::injection::DEFAULT_CPU_REQUEST)]
+    pub default_cpu_request: String,
+    /// Memory request of containers that set none (empty: none).
+    #[arg(long, default_value = crate::injection::DEFAULT_MEMORY_REQUEST)]
+    pub default_memory_request: String,
+}
+
+impl DefaultsArgs {
+    pub fn engine(&self) -> crate::injection::EngineDefaults {
+        crate::injection::EngineDefaults::new(
+            &self.launcher_image,
+            &self.default_cpu_request,
+            &self.default_memory_request,
+        )
+    }
+}
+
+/// Chooses the cluster facts from flags and, where known, the server version.
+pub fn resolve_facts(mode: SidecarModeArg, version: Option<&str>) -> Result<ClusterFacts> {
+    let from_version = match version {
+        Some(v) => ClusterFacts::for_version_string(v)?,
+        None => ClusterFacts::default(),
+    };
+    Ok(match mode {
+        SidecarModeArg::Auto => from_version,
+        SidecarModeArg::Native => ClusterFacts {
+            sidecar_mode: SidecarMode::Native,
+        },
+        SidecarModeArg::Container => ClusterFacts {
+            sidecar_mode: SidecarMode::Container,
+        },
+    })
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: &Cli) -> Result<i32> {
+    let ok = |r: Result<()>| r.map(|()| 0);
+    match &cli.command {
+        Command::Inject(a) => ok(inject::run(a).map(|out| print!("{out}"))),
+        Command::Crd => ok(crd::run().map(|out| print!("{out}"))),
+        Command::Certs(a) => ok(runtime()?.block_on(certs::run(a))),
+        Command::Webhook(a) => ok(runtime()?.block_on(webhook::run(a))),
+        Command::Controller(a) => ok(runtime()?.block_on(controller::run(a))),
+        Command::Launcher(LauncherCommand::Init(a)) => ok(runtime()?.block_on(launcher::init(a))),
+        Command::Launcher(LauncherCommand::Serve(a)) => ok(runtime()?.block_on(launcher::serve(a))),
+        Command::Status(a) => ok(runtime()?
+            .block_on(status::run(a))
+            .map(|out| print!("{out}"))),
+        Command::Cancel(a) => ok(runtime()?
+            .block_on(cancel::run(a))
+            .map(|out| print!("{out}"))),
+        // `submit` exits with the run's exit code.
+        Command::Submit(a) => runtime()?.block_on(submit::run(a)),
+    }
+}
+
+/// The exit code of a command that failed before or outside its own result:
+/// `submit` uses 2, distinct from any run's own exit code of 1.
+pub fn failure_code(cli: &Cli) -> i32 {
+    if matches!(cli.command, Command::Submit(_)) {
+        2
+    } else {
+        1
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The cluster API and the namespace to use (`explicit`, else the
+/// kubeconfig's default).
+pub(crate) async fn cluster_in(
+    explicit: Option<&str>,
+) -> Result<(crate::cluster::KubeCluster, String)> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster")?;
+    let ns = explicit.map_or_else(|| client.default_namespace().to_string(), str::to_string);
+    Ok((crate::cluster::KubeCluster::new(client, None), ns))
+}
+
+pub(crate) async fn check_server(client: &kube::Client) -> Result<()> {
+    let info = client
+        .apiserver_version()
+        .await
+        .context("reading the API server version")?;
+    ClusterFacts::for_version(&info.major, &info.minor)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                assert!(
+                    builtin || arg.get_help().is_some() || arg.is_positional(),
+                    "{} --{} has no help",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub);
+            }
+        }
+        walk(&Cli::command());
+    }
+
+    #[test]
+    fn sidecar_mode_follows_the_version() {
+        let f = resolve_facts(SidecarModeArg::Auto, Some("1.28")).expect("1.28");
+        assert_eq!(f.sidecar_mode, SidecarMode::Container);
+        let f = resolve_facts(SidecarModeArg::Auto, Some("v1.33.1")).expect("1.33");
+        assert_eq!(f.sidecar_mode, SidecarMode::Native);
+        let f = resolve_facts(SidecarModeArg::Container, Some("1.33")).expect("override");
+        assert_eq!(f.sidecar_mode, SidecarMode::Container);
+        assert!(resolve_facts(SidecarModeArg::Auto, Some("1.26")).is_err());
+    }
+}

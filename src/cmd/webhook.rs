@@ -1,0 +1,122 @@
+//! `runyard webhook`.
+
+use super::{parse_duration, resolve_facts, DefaultsArgs, SidecarModeArg};
+use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource};
+use crate::shutdown::Shutdown;
+use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub defaults: DefaultsArgs,
+    /// Address of the HTTPS listener.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "RUNYARD_LISTEN")]
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener for /metrics, /healthz and /readyz
+    /// (they are also served over HTTPS on --listen).
+    #[arg(long, env = "RUNYARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain; re-read when it changes (cert-manager rotation).
+    #[arg(long, default_value = "certs/tls.crt", env = "RUNYARD_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key matching --tls-cert.
+    #[arg(long, default_value = "certs/tls.key", env = "RUNYARD_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Serve static WorkerPool definitions from this YAML file instead of
+    /// watching the cluster (development, tests, benchmarks).
+    #[arg(long)]
+    pub pools: Option<PathBuf>,
+    /// Watch WorkerPools in this namespace only (default: all namespaces).
+    #[arg(long, env = "RUNYARD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How the launcher sidecar is injected.
+    #[arg(long, value_enum, default_value_t = SidecarModeArg::Auto)]
+    pub sidecar_mode: SidecarModeArg,
+    /// Kubernetes version to assume with --pools and --sidecar-mode auto
+    /// (e.g. 1.28); default: a current version (native sidecars).
+    #[arg(long)]
+    pub kube_version: Option<String>,
+    /// Reviews handled at once; beyond it requests get 429 immediately.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Open connections at most; further connections are closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time given to in-flight reviews on SIGTERM before connections are closed.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// `runyard webhook`: serves until SIGTERM/SIGINT; a second signal aborts.
+pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
+    let shutdown = Shutdown::on_signals();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (facts, pools): (ClusterFacts, Arc<dyn PoolSource>) = match &args.pools {
+        Some(path) => {
+            let pools = load_pool_file(path)?;
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            let facts = resolve_facts(args.sidecar_mode, args.kube_version.as_deref())?;
+            (facts, Arc::new(pools))
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the cluster (use --pools FILE to run without one)")?;
+            let info = client
+                .apiserver_version()
+                .await
+                .context("reading the API server version")?;
+            let server = ClusterFacts::for_version(&info.major, &info.minor)?;
+            let facts = match args.sidecar_mode {
+                SidecarModeArg::Auto => server,
+                other => resolve_facts(other, None)?,
+            };
+            tracing::info!(version = %info.git_version, sidecar_mode = ?facts.sidecar_mode, "connected to the API server");
+            let pools =
+                webhook::pools::watch_pools(client, args.namespace.as_deref(), ready.clone());
+            (facts, Arc::new(pools))
+        }
+    };
+    if args.max_in_flight == 0 || args.max_connections == 0 {
+        bail!("--max-in-flight and --max-connections must be at least 1");
+    }
+    let state = AppState::new(
+        Injector::new(facts).with_defaults(args.defaults.engine()),
+        pools,
+        Arc::new(Metrics::new()),
+        ready,
+        args.max_in_flight,
+    );
+    let options = ServerOptions {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        cert_reload_interval: args.cert_reload_interval,
+        limits: Limits {
+            max_in_flight: args.max_in_flight,
+            max_connections: args.max_connections,
+            shutdown_timeout: args.shutdown_timeout,
+            ..Limits::default()
+        },
+    };
+    let running = webhook::start(options, state)
+        .await
+        .context("starting the webhook (generate certificates with `runyard certs`)")?;
+    shutdown.requested().await;
+    tracing::info!("shutting down: draining in-flight reviews");
+    running.shutdown();
+    running.wait().await?;
+    tracing::info!("webhook stopped");
+    Ok(())
+}

@@ -1,0 +1,882 @@
+//! From a pool's [`Snapshot`] to the writes that converge it, in phases:
+//! fail what can never run, settle every worker against its run, adopt runs
+//! whose worker lost track of them, record results, trim finished pods,
+//! scale, claim, and tell the rest of the queue why it waits. Also the pure
+//! parts of the two decisions that need a read or the writes' outcome first:
+//! which runs to probe for a logs timeout, and the pool's status.
+
+use super::{
+    queue, queue_note, Action, Counts, FinishedPod, Run, RunKey, RunPhase, Snapshot, WorkerView,
+};
+use crate::crd::{WorkerPhase, WorkerPoolSpec, WorkerPoolStatus};
+use crate::vocab::RunResult;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Decides the writes for one pool, and the pool's counts after them.
+pub fn decide(s: &Snapshot) -> (Vec<Action>, Counts) {
+    let Some(pool) = &s.pool else {
+        return (pool_gone(s), Counts::default());
+    };
+    let mut pass = Pass::new(s);
+    pass.fail_escaped();
+    for w in &s.workers {
+        pass.settle_worker(w);
+    }
+    pass.adopt();
+    pass.record_results();
+    trim_pods(pool, &s.finished_pods, &mut pass.actions);
+    pass.scale(pool.pool_size.max(0));
+    let counts = pass.claim_and_note(pool.pool_size.max(0));
+    pass.fail_silent(pool);
+    (pass.actions, counts)
+}
+
+/// The pool is gone: fail what waits, release nothing (its workers are
+/// garbage-collected with it).
+fn pool_gone(s: &Snapshot) -> Vec<Action> {
+    queue(&s.runs)
+        .into_iter()
+        .map(|run| Action::FailRun {
+            run: run.key.clone(),
+            reason: "PoolNotFound",
+            message: "runyard: the run's WorkerPool no longer exists; it can never be claimed"
+                .into(),
+        })
+        .collect()
+}
+
+/// The state one pass builds up while deciding.
+struct Pass<'a> {
+    s: &'a Snapshot,
+    runs: BTreeMap<&'a RunKey, &'a Run>,
+    actions: Vec<Action>,
+    /// Idle, non-draining workers that hold no run.
+    idle: Vec<&'a WorkerView>,
+    busy: i32,
+    /// Workers that are not draining.
+    active: i32,
+    /// Runs a worker holds.
+    held: BTreeSet<&'a RunKey>,
+    /// Runs whose result is recorded by their worker's release.
+    released_outcomes: BTreeSet<&'a RunKey>,
+    /// Workers released in this pass: claimable right away (the executor fills
+    /// in their resourceVersion after the release write).
+    released_now: Vec<&'a str>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(s: &'a Snapshot) -> Self {
+        Self {
+            s,
+            runs: s.runs.iter().map(|r| (&r.key, r)).collect(),
+            actions: Vec::new(),
+            idle: Vec::new(),
+            busy: 0,
+            active: 0,
+            held: BTreeSet::new(),
+            released_outcomes: BTreeSet::new(),
+            released_now: Vec::new(),
+        }
+    }
+
+    /// Runs that escaped injection never run under runyard.
+    fn fail_escaped(&mut self) {
+        for run in self.s.runs.iter().filter(|r| {
+            r.escaped_injection && r.phase != RunPhase::Failed && r.phase != RunPhase::Succeeded
+        }) {
+            self.actions.push(Action::FailRun {
+                run: run.key.clone(),
+                reason: "NotInjected",
+                message: "runyard: this run pod was not injected by the runyard webhook (is the webhook installed and its objectSelector matching?)".into(),
+            });
+        }
+    }
+
+    /// One worker against its run: idle, busy, finished (release), half
+    /// claimed (complete), or holding a run it lost (release).
+    fn settle_worker(&mut self, w: &'a WorkerView) {
+        let draining = w.phase == WorkerPhase::Draining;
+        if !draining {
+            self.active += 1;
+        }
+        let Some(key) = &w.current_run else {
+            if draining {
+                self.actions.push(Action::DeleteWorker {
+                    worker: w.name.clone(),
+                    rv: w.resource_version.clone(),
+                });
+            } else {
+                self.idle.push(w);
+            }
+            return;
+        };
+        let run = self.runs.get(key).copied();
+        let release = |outcome: Option<RunResult>| Action::Release {
+            worker: w.name.clone(),
+            rv: w.resource_version.clone(),
+            run: key.clone(),
+            outcome,
+            delete: draining,
+            record: run.is_some_and(|r| !r.result_recorded),
+        };
+        let complete = |r: &Run| Action::CompleteClaim {
+            worker: w.name.clone(),
+            run: key.clone(),
+            run_rv: r.resource_version.clone(),
+        };
+        let action = match run {
+            None => Some(release(Some(RunResult::Lost))),
+            Some(r) => match r.worker.as_deref() {
+                Some(owner) if owner == w.name => match r.phase {
+                    RunPhase::Succeeded | RunPhase::Failed => {
+                        self.released_outcomes.insert(key);
+                        Some(release(Some(finished_result(r.phase))))
+                    }
+                    RunPhase::Queued => {
+                        // Labeled but still suspended/gated: finish the claim.
+                        self.hold(key);
+                        Some(complete(r))
+                    }
+                    RunPhase::Running => {
+                        self.hold(key);
+                        None
+                    }
+                },
+                None if r.phase == RunPhase::Queued => {
+                    // Crash between the claim's two writes.
+                    self.hold(key);
+                    Some(complete(r))
+                }
+                // The run went to another worker, or runs unmanaged: this
+                // worker does not hold it.
+                _ => Some(release(None)),
+            },
+        };
+        if let Some(action) = action {
+            if matches!(action, Action::Release { .. }) && !draining {
+                self.released_now.push(w.name.as_str());
+            }
+            self.actions.push(action);
+        }
+    }
+
+    fn hold(&mut self, key: &'a RunKey) {
+        self.busy += 1;
+        self.held.insert(key);
+    }
+
+    /// Runs labeled for an idle worker that does not hold them: adopt.
+    fn adopt(&mut self) {
+        for run in &self.s.runs {
+            let Some(owner) = run.worker.as_deref() else {
+                continue;
+            };
+            if self.held.contains(&run.key)
+                || !matches!(run.phase, RunPhase::Running | RunPhase::Queued)
+            {
+                continue;
+            }
+            if let Some(pos) = self.idle.iter().position(|w| w.name == owner) {
+                let w = self.idle.remove(pos);
+                self.busy += 1;
+                self.actions.push(Action::AdoptRun {
+                    worker: w.name.clone(),
+                    worker_rv: w.resource_version.clone(),
+                    run: run.key.clone(),
+                });
+            }
+        }
+    }
+
+    /// Records outcomes of finished runs (once) that no release records.
+    fn record_results(&mut self) {
+        for run in &self.s.runs {
+            if matches!(run.phase, RunPhase::Succeeded | RunPhase::Failed)
+                && run.worker.is_some()
+                && !run.result_recorded
+                && !self.released_outcomes.contains(&run.key)
+            {
+                self.actions.push(Action::RecordResult {
+                    run: run.key.clone(),
+                    outcome: finished_result(run.phase),
+                });
+            }
+        }
+    }
+
+    /// Keeps exactly `desired` active workers. Idle ones go first; busy ones
+    /// drain and are deleted when their run ends.
+    fn scale(&mut self, desired: i32) {
+        if self.active < desired {
+            for _ in self.active..desired {
+                self.actions.push(Action::CreateWorker);
+            }
+            return;
+        }
+        let mut surplus = self.active - desired;
+        self.idle.sort_by(|a, b| b.name.cmp(&a.name));
+        while surplus > 0 {
+            let Some(w) = self.idle.pop() else { break };
+            self.actions.push(Action::DeleteWorker {
+                worker: w.name.clone(),
+                rv: w.resource_version.clone(),
+            });
+            surplus -= 1;
+        }
+        if surplus > 0 {
+            let mut busy_workers: Vec<&WorkerView> = self
+                .s
+                .workers
+                .iter()
+                .filter(|w| w.phase != WorkerPhase::Draining && w.current_run.is_some())
+                .collect();
+            busy_workers.sort_by(|a, b| b.name.cmp(&a.name));
+            for w in busy_workers.into_iter().take(surplus as usize) {
+                self.actions.push(Action::Drain {
+                    worker: w.name.clone(),
+                    rv: w.resource_version.clone(),
+                });
+            }
+        }
+    }
+
+    /// Queue heads to idle workers (name order), then to the workers released
+    /// above (only if the pool is not shrinking); the rest are told why they
+    /// wait.
+    fn claim_and_note(&mut self, desired: i32) -> Counts {
+        self.idle.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut claimable: Vec<(String, String)> = self
+            .idle
+            .iter()
+            .map(|w| (w.name.clone(), w.resource_version.clone()))
+            .collect();
+        if self.active <= desired {
+            claimable.extend(
+                self.released_now
+                    .iter()
+                    .map(|n| (n.to_string(), String::new())),
+            );
+        }
+        let mut waiting = Vec::new();
+        let mut claimable = claimable.into_iter();
+        for run in queue(&self.s.runs)
+            .into_iter()
+            .filter(|r| !self.held.contains(&r.key))
+        {
+            match claimable.next() {
+                Some((worker, worker_rv)) => {
+                    self.busy += 1;
+                    self.actions.push(Action::Claim {
+                        worker,
+                        worker_rv,
+                        run: run.key.clone(),
+                        run_rv: run.resource_version.clone(),
+                    });
+                }
+                None => waiting.push(run),
+            }
+        }
+        let idle_left = claimable.count() as i32;
+        for (i, run) in waiting.iter().enumerate() {
+            let note = queue_note(i + 1, waiting.len(), self.busy, desired);
+            if run.queue_note.as_deref() != Some(note.as_str()) {
+                self.actions.push(Action::QueueNote {
+                    run: run.key.clone(),
+                    run_rv: run.resource_version.clone(),
+                    note,
+                });
+            }
+        }
+        Counts {
+            desired,
+            actual: self.active,
+            idle: idle_left,
+            busy: self.busy,
+            queued: waiting.len() as i32,
+        }
+    }
+
+    /// Runs whose worker printed nothing for `logsTimeout` fail.
+    fn fail_silent(&mut self, pool: &WorkerPoolSpec) {
+        let Some(limit) = logs_timeout(pool) else {
+            return;
+        };
+        for (run, running_for) in self.s.silent.iter().filter(|(_, e)| *e > 0) {
+            self.actions.push(Action::FailSilent {
+                run: run.clone(),
+                limit,
+                deadline: *running_for,
+            });
+        }
+    }
+}
+
+fn finished_result(phase: RunPhase) -> RunResult {
+    if phase == RunPhase::Succeeded {
+        RunResult::Succeeded
+    } else {
+        RunResult::Failed
+    }
+}
+
+/// Deletes succeeded pods unless the pool keeps them, and trims kept pods per
+/// worker to the history limits (oldest first).
+fn trim_pods(pool: &WorkerPoolSpec, pods: &[FinishedPod], actions: &mut Vec<Action>) {
+    let mut by_worker: BTreeMap<(&str, bool), Vec<&FinishedPod>> = BTreeMap::new();
+    for p in pods {
+        if p.succeeded && !pool.keep_successful_pods {
+            actions.push(Action::DeletePod {
+                name: p.name.clone(),
+                reason: "succeeded",
+            });
+            continue;
+        }
+        by_worker
+            .entry((&p.worker, p.succeeded))
+            .or_default()
+            .push(p);
+    }
+    for ((_, succeeded), mut list) in by_worker {
+        let limit = if succeeded {
+            pool.successful_pods_history_limit
+        } else {
+            pool.failed_pods_history_limit
+        };
+        let Some(limit) = limit else { continue };
+        let limit = limit.max(0) as usize;
+        if list.len() <= limit {
+            continue;
+        }
+        list.sort_by_key(|p| (p.finished, p.name.clone()));
+        let excess = list.len() - limit;
+        for p in list.into_iter().take(excess) {
+            actions.push(Action::DeletePod {
+                name: p.name.clone(),
+                reason: "history limit",
+            });
+        }
+    }
+}
+
+/// The pool's `logsTimeout` in seconds.
+pub fn logs_timeout(pool: &WorkerPoolSpec) -> Option<i64> {
+    pool.logs_timeout
+        .as_deref()
+        .and_then(|t| crate::duration::parse(t).ok())
+        .map(|d| d.as_secs() as i64)
+}
+
+/// A run whose worker container's log is to be read for a logs timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsProbe {
+    pub run: RunKey,
+    pub pod: String,
+    pub container: String,
+    /// The pool's `logsTimeout`, in seconds.
+    pub limit: i64,
+    /// How long the pod has been running, in seconds.
+    pub running_for: i64,
+}
+
+/// The claimed, running runs that were claimed at least `logsTimeout` ago:
+/// their worker's log is read (has it printed anything in the last
+/// `logsTimeout`?) and the silent ones go into [`Snapshot::silent`].
+pub fn logs_probes(s: &Snapshot, now: i64) -> Vec<LogsProbe> {
+    let Some(limit) = s.pool.as_ref().and_then(logs_timeout) else {
+        return Vec::new();
+    };
+    let claimed_long_ago = |r: &Run| r.claimed_at.is_some_and(|t| now - t >= limit);
+    let mut probes = Vec::new();
+    for run in &s.runs {
+        if run.worker.is_none() || !claimed_long_ago(run) {
+            continue;
+        }
+        let pod = match run.key.kind {
+            super::RunKind::Job if run.phase == RunPhase::Running => s
+                .running_pods
+                .iter()
+                .find(|p| run.run_id.is_some() && p.run_id == run.run_id),
+            super::RunKind::Job => None,
+            super::RunKind::Pod => s.running_pods.iter().find(|p| p.name == run.key.name),
+        };
+        let Some(pod) = pod else { continue };
+        if let (Some(container), Some(started)) = (&pod.container, pod.started) {
+            probes.push(LogsProbe {
+                run: run.key.clone(),
+                pod: pod.name.clone(),
+                container: container.clone(),
+                limit,
+                running_for: (now - started).max(1),
+            });
+        }
+    }
+    probes
+}
+
+/// The pool's status after a pass (`None`: unchanged, nothing to write).
+/// `errors` are the writes that failed in the pass.
+pub fn pool_status(
+    generation: Option<i64>,
+    previous: Option<&WorkerPoolStatus>,
+    c: Counts,
+    errors: &[String],
+    now: Time,
+) -> Option<WorkerPoolStatus> {
+    let ready = errors.is_empty() && c.actual == c.desired;
+    let (reason, message) = if !errors.is_empty() {
+        ("ReconcileError", errors.join("; "))
+    } else if ready {
+        ("PoolReady", format!("{} workers registered", c.actual))
+    } else {
+        (
+            "Scaling",
+            format!("{} of {} workers registered", c.actual, c.desired),
+        )
+    };
+    let previous = previous.cloned().unwrap_or_default();
+    let old_ready = previous.conditions.iter().find(|c| c.type_ == "Ready");
+    let status_str = if ready { "True" } else { "False" };
+    let transition = match old_ready {
+        Some(old) if old.status == status_str => old.last_transition_time.clone(),
+        _ => now,
+    };
+    let condition = Condition {
+        type_: "Ready".into(),
+        status: status_str.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    let unchanged = previous.actual_pool_size == c.actual
+        && previous.idle_workers == c.idle
+        && previous.busy_workers == c.busy
+        && previous.queued_runs == c.queued
+        && previous.observed_generation == generation
+        && old_ready.is_some_and(|o| {
+            o.status == condition.status
+                && o.reason == condition.reason
+                && o.message == condition.message
+        });
+    (!unchanged).then(|| WorkerPoolStatus {
+        actual_pool_size: c.actual,
+        idle_workers: c.idle,
+        busy_workers: c.busy,
+        queued_runs: c.queued,
+        conditions: vec![condition],
+        observed_generation: generation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::model::{RunKey, WorkerView};
+
+    fn pool(size: i32) -> Option<WorkerPoolSpec> {
+        Some(WorkerPoolSpec {
+            pool_size: size,
+            ..Default::default()
+        })
+    }
+
+    fn queued(name: &str, created: i64, priority: i64) -> Run {
+        Run {
+            key: RunKey::job(name),
+            resource_version: format!("rv-{name}"),
+            created,
+            priority,
+            worker: None,
+            phase: RunPhase::Queued,
+            result_recorded: false,
+            queue_note: None,
+            escaped_injection: false,
+            other_gates: vec![],
+            uid: None,
+            run_id: None,
+            claimed_at: None,
+        }
+    }
+
+    fn idle(name: &str) -> WorkerView {
+        WorkerView {
+            name: name.into(),
+            resource_version: format!("rv-{name}"),
+            phase: WorkerPhase::Idle,
+            current_run: None,
+        }
+    }
+
+    fn busy(name: &str, run: &str) -> WorkerView {
+        WorkerView {
+            phase: WorkerPhase::Busy,
+            current_run: Some(RunKey::job(run)),
+            ..idle(name)
+        }
+    }
+
+    fn claims(actions: &[Action]) -> Vec<(String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Claim { worker, run, .. } => Some((worker.clone(), run.name.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn queue_orders_by_priority_then_age_then_name() {
+        let runs = vec![
+            queued("c", 3, 0),
+            queued("a", 5, 10),
+            queued("b", 1, 0),
+            queued("d", 1, 0),
+        ];
+        let names: Vec<_> = queue(&runs).iter().map(|r| r.key.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d", "c"]);
+    }
+
+    #[test]
+    fn idle_workers_claim_queue_heads_and_the_rest_are_told_why() {
+        let s = Snapshot {
+            pool: pool(2),
+            workers: vec![idle("w1"), idle("w2")],
+            runs: vec![
+                queued("r1", 1, 0),
+                queued("r2", 2, 0),
+                queued("r3", 3, 0),
+                queued("hot", 9, 5),
+            ],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, counts) = decide(&s);
+        assert_eq!(
+            claims(&actions),
+            [("w1".into(), "hot".into()), ("w2".into(), "r1".into())]
+        );
+        let notes: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::QueueNote { run, note, .. } => Some((run.name.as_str(), note.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                ("r2", "position 1 of 2 in the queue; 2 of 2 workers busy"),
+                ("r3", "position 2 of 2 in the queue; 2 of 2 workers busy")
+            ]
+        );
+        assert_eq!(
+            counts,
+            Counts {
+                desired: 2,
+                actual: 2,
+                idle: 0,
+                busy: 2,
+                queued: 2
+            }
+        );
+    }
+
+    #[test]
+    fn current_queue_notes_are_not_rewritten() {
+        let mut r = queued("r2", 2, 0);
+        r.queue_note = Some(queue_note(1, 1, 1, 1));
+        let s = Snapshot {
+            pool: pool(1),
+            workers: vec![busy("w1", "r1")],
+            runs: vec![
+                Run {
+                    worker: Some("w1".into()),
+                    phase: RunPhase::Running,
+                    ..queued("r1", 1, 0)
+                },
+                r,
+            ],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(actions.is_empty(), "{actions:?}");
+    }
+
+    #[test]
+    fn scale_up_creates_and_scale_down_deletes_idle_then_drains_busy() {
+        let s = Snapshot {
+            pool: pool(3),
+            workers: vec![idle("w1")],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| **a == Action::CreateWorker)
+                .count(),
+            2
+        );
+
+        let s = Snapshot {
+            pool: pool(1),
+            workers: vec![busy("w1", "a"), busy("w2", "b"), idle("w3")],
+            runs: vec![
+                Run {
+                    worker: Some("w1".into()),
+                    phase: RunPhase::Running,
+                    ..queued("a", 1, 0)
+                },
+                Run {
+                    worker: Some("w2".into()),
+                    phase: RunPhase::Running,
+                    ..queued("b", 1, 0)
+                },
+            ],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(actions.contains(&Action::DeleteWorker {
+            worker: "w3".into(),
+            rv: "rv-w3".into()
+        }));
+        let drained: Vec<_> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Drain { .. }))
+            .collect();
+        assert_eq!(drained.len(), 1, "{actions:?}");
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteWorker { worker, .. } if worker != "w3")));
+    }
+
+    #[test]
+    fn draining_workers_are_deleted_when_their_run_ends() {
+        let mut w = busy("w1", "a");
+        w.phase = WorkerPhase::Draining;
+        let s = Snapshot {
+            pool: pool(0),
+            workers: vec![w],
+            runs: vec![Run {
+                worker: Some("w1".into()),
+                phase: RunPhase::Succeeded,
+                ..queued("a", 1, 0)
+            }],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Release {
+                delete: true,
+                outcome: Some(RunResult::Succeeded),
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn finished_and_vanished_runs_release_their_workers() {
+        let s = Snapshot {
+            pool: pool(2),
+            workers: vec![busy("w1", "done"), busy("w2", "gone")],
+            runs: vec![Run {
+                worker: Some("w1".into()),
+                phase: RunPhase::Failed,
+                ..queued("done", 1, 0)
+            }],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(actions.iter().any(|a| matches!(a, Action::Release { worker, outcome: Some(RunResult::Failed), .. } if worker == "w1")));
+        assert!(actions.iter().any(|a| matches!(a, Action::Release { worker, outcome: Some(RunResult::Lost), .. } if worker == "w2")));
+    }
+
+    #[test]
+    fn a_released_worker_claims_the_next_run_in_the_same_pass() {
+        let s = Snapshot {
+            pool: pool(1),
+            workers: vec![busy("w1", "done")],
+            runs: vec![
+                Run {
+                    worker: Some("w1".into()),
+                    phase: RunPhase::Succeeded,
+                    ..queued("done", 1, 0)
+                },
+                queued("next", 2, 0),
+            ],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, counts) = decide(&s);
+        assert!(matches!(actions[0], Action::Release { .. }));
+        assert!(actions.contains(&Action::Claim {
+            worker: "w1".into(),
+            worker_rv: String::new(),
+            run: RunKey::job("next"),
+            run_rv: "rv-next".into()
+        }));
+        assert_eq!(counts.queued, 0);
+    }
+
+    #[test]
+    fn half_done_claims_are_completed_not_duplicated() {
+        // The worker was marked busy, the run not yet labeled/unsuspended.
+        let s = Snapshot {
+            pool: pool(2),
+            workers: vec![busy("w1", "r1"), idle("w2")],
+            runs: vec![queued("r1", 1, 0), queued("r2", 2, 0)],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(actions.iter().any(|a| matches!(a, Action::CompleteClaim { worker, run, .. } if worker == "w1" && run.name == "r1")));
+        assert_eq!(
+            claims(&actions),
+            [("w2".into(), "r2".into())],
+            "r1 is not claimed again"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_lost_a_race_is_released_without_counting_a_run() {
+        let s = Snapshot {
+            pool: pool(2),
+            workers: vec![busy("w1", "r1"), busy("w2", "r1")],
+            runs: vec![Run {
+                worker: Some("w2".into()),
+                phase: RunPhase::Running,
+                ..queued("r1", 1, 0)
+            }],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert_eq!(
+            actions,
+            [Action::Release {
+                worker: "w1".into(),
+                rv: "rv-w1".into(),
+                run: RunKey::job("r1"),
+                outcome: None,
+                delete: false,
+                record: true
+            }]
+        );
+    }
+
+    #[test]
+    fn deleted_pool_fails_queued_runs() {
+        let s = Snapshot {
+            pool: None,
+            runs: vec![queued("r1", 1, 0)],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(matches!(
+            &actions[..],
+            [Action::FailRun {
+                reason: "PoolNotFound",
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn succeeded_pods_go_and_failed_ones_are_trimmed() {
+        let mut spec = WorkerPoolSpec {
+            pool_size: 1,
+            failed_pods_history_limit: Some(1),
+            ..Default::default()
+        };
+        let pods = vec![
+            FinishedPod {
+                name: "ok".into(),
+                worker: "w1".into(),
+                succeeded: true,
+                finished: 1,
+            },
+            FinishedPod {
+                name: "f-old".into(),
+                worker: "w1".into(),
+                succeeded: false,
+                finished: 1,
+            },
+            FinishedPod {
+                name: "f-new".into(),
+                worker: "w1".into(),
+                succeeded: false,
+                finished: 2,
+            },
+        ];
+        let s = Snapshot {
+            pool: Some(spec.clone()),
+            workers: vec![idle("w1")],
+            runs: vec![],
+            finished_pods: pods.clone(),
+            ..Default::default()
+        };
+        let deleted: Vec<_> = decide(&s)
+            .0
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::DeletePod { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["ok", "f-old"]);
+        spec.keep_successful_pods = true;
+        let s = Snapshot {
+            pool: Some(spec),
+            workers: vec![idle("w1")],
+            runs: vec![],
+            finished_pods: pods,
+            ..Default::default()
+        };
+        assert!(!decide(&s).0.contains(&Action::DeletePod {
+            name: "ok".into(),
+            reason: "succeeded"
+        }));
+    }
+
+    #[test]
+    fn escaped_pods_are_failed_and_never_queued() {
+        let mut r = queued("p", 1, 0);
+        r.key = RunKey::pod("p");
+        r.escaped_injection = true;
+        r.phase = RunPhase::Running;
+        let s = Snapshot {
+            pool: pool(1),
+            workers: vec![idle("w1")],
+            runs: vec![r],
+            finished_pods: vec![],
+            ..Default::default()
+        };
+        let (actions, _) = decide(&s);
+        assert!(
+            matches!(
+                &actions[..],
+                [Action::FailRun {
+                    reason: "NotInjected",
+                    ..
+                }]
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn run_keys_round_trip() {
+        for k in [RunKey::job("a"), RunKey::pod("b-c")] {
+            assert_eq!(RunKey::parse(&k.to_string()), Some(k));
+        }
+        assert_eq!(RunKey::parse("Deployment/x"), None);
+        assert_eq!(RunKey::parse("Job/"), None);
+    }
+}

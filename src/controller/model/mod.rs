@@ -1,0 +1,253 @@
+//! The controller's pure model: a snapshot of one pool (its spec, workers and
+//! runs) as [`observe`] reads it off the objects, and the writes [`decide`]
+//! derives from it. No I/O here.
+
+pub mod decide;
+pub mod observe;
+
+pub use decide::decide;
+pub use observe::{model_snapshot, JobSummary};
+
+use crate::crd::{WorkerPhase, WorkerPoolSpec};
+use crate::vocab::RunResult;
+use std::cmp::Reverse;
+
+/// Kind of a run object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RunKind {
+    Job,
+    Pod,
+}
+
+/// Identity of a run inside a namespace, also the Worker's `status.currentRun`
+/// (`Job/build-42`, `Pod/tf-plan`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunKey {
+    pub kind: RunKind,
+    pub name: String,
+}
+
+impl RunKey {
+    pub fn job(name: impl Into<String>) -> Self {
+        Self {
+            kind: RunKind::Job,
+            name: name.into(),
+        }
+    }
+    pub fn pod(name: impl Into<String>) -> Self {
+        Self {
+            kind: RunKind::Pod,
+            name: name.into(),
+        }
+    }
+    /// Parses `Job/name` or `Pod/name`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (kind, name) = s.split_once('/')?;
+        let kind = match kind {
+            "Job" => RunKind::Job,
+            "Pod" => RunKind::Pod,
+            _ => return None,
+        };
+        (!name.is_empty()).then(|| Self {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            RunKind::Job => "Job",
+            RunKind::Pod => "Pod",
+        };
+        write!(f, "{kind}/{}", self.name)
+    }
+}
+
+/// Where a run is in its life, as read from the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    /// Suspended Job / gated Pod, waiting for a worker.
+    Queued,
+    /// Claimed (or never queued) and not finished.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A run as the decision needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub key: RunKey,
+    pub resource_version: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub priority: i64,
+    /// `runyard.dev/worker` label.
+    pub worker: Option<String>,
+    pub phase: RunPhase,
+    /// `runyard.dev/result` annotation already written.
+    pub result_recorded: bool,
+    /// `runyard.dev/queue` annotation (position and busy count) currently on the run.
+    pub queue_note: Option<String>,
+    /// A Pod without the injection marker (it escaped the webhook).
+    pub escaped_injection: bool,
+    /// Scheduling gates of a Pod other than runyard's.
+    pub other_gates: Vec<String>,
+    /// The object's uid (for Events about it).
+    pub uid: Option<String>,
+    /// The run id label.
+    pub run_id: Option<String>,
+    /// `runyard.dev/claimed-at`, seconds since the epoch.
+    pub claimed_at: Option<i64>,
+}
+
+/// A finished run pod kept for history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedPod {
+    pub name: String,
+    pub worker: String,
+    pub succeeded: bool,
+    /// Seconds since the epoch; the oldest are trimmed first.
+    pub finished: i64,
+}
+
+/// A worker as the decision needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub name: String,
+    pub resource_version: String,
+    pub phase: WorkerPhase,
+    pub current_run: Option<RunKey>,
+}
+
+/// A run pod in phase Running (the pod a logs timeout is checked on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningPod {
+    pub name: String,
+    pub run_id: Option<String>,
+    /// The first container (the worker).
+    pub container: Option<String>,
+    /// `status.startTime`, seconds since the epoch.
+    pub started: Option<i64>,
+}
+
+/// Everything `decide` reads about one pool.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// `None`: the pool does not exist (deleted).
+    pub pool: Option<WorkerPoolSpec>,
+    pub workers: Vec<WorkerView>,
+    pub runs: Vec<Run>,
+    pub finished_pods: Vec<FinishedPod>,
+    pub running_pods: Vec<RunningPod>,
+    /// Runs whose worker printed nothing for the pool's `logsTimeout`, with
+    /// how long their pod has run (seconds): the result of the log probes of
+    /// [`decide::logs_probes`], read before deciding.
+    pub silent: Vec<(RunKey, i64)>,
+}
+
+/// A write the controller should make. Every write that can race carries the
+/// resourceVersion it was decided on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Register a new idle worker.
+    CreateWorker,
+    /// Remove an idle worker (scale down, or a draining worker whose run ended).
+    DeleteWorker { worker: String, rv: String },
+    /// Take a busy worker out of the pool; it is deleted once its run ends.
+    Drain { worker: String, rv: String },
+    /// Bind a queued run to an idle worker: worker first (guarded), then run.
+    /// An empty `worker_rv` means "the version left by this pass's release".
+    Claim {
+        worker: String,
+        worker_rv: String,
+        run: RunKey,
+        run_rv: String,
+    },
+    /// The worker is busy with the run but the run was never labeled/released
+    /// (a crash between the two claim writes): finish the run's half.
+    CompleteClaim {
+        worker: String,
+        run: RunKey,
+        run_rv: String,
+    },
+    /// A run labeled for this worker that the worker does not know about
+    /// (the worker's half was lost): bind the worker to it.
+    AdoptRun {
+        worker: String,
+        worker_rv: String,
+        run: RunKey,
+    },
+    /// The worker's run ended or vanished: back to Idle (or deleted if draining).
+    Release {
+        worker: String,
+        rv: String,
+        run: RunKey,
+        outcome: Option<RunResult>,
+        delete: bool,
+        /// Record the outcome on the run (not when a result, e.g. Cancelled,
+        /// is already there).
+        record: bool,
+    },
+    /// Record the outcome on the run (annotation and Event).
+    RecordResult { run: RunKey, outcome: RunResult },
+    /// Delete a run pod (succeeded and not kept, or trimmed from history).
+    DeletePod { name: String, reason: &'static str },
+    /// Fail a run that can never run (its pool is gone, it escaped injection).
+    FailRun {
+        run: RunKey,
+        reason: &'static str,
+        message: String,
+    },
+    /// Tell a queued run why it waits (annotation kept current, and an Event).
+    QueueNote {
+        run: RunKey,
+        run_rv: String,
+        note: String,
+    },
+    /// Fail a running run whose worker printed nothing for `limit` seconds:
+    /// its deadline becomes `deadline` seconds, which it has already run.
+    FailSilent {
+        run: RunKey,
+        limit: i64,
+        deadline: i64,
+    },
+}
+
+/// Pool status as `decide` computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub desired: i32,
+    pub actual: i32,
+    pub idle: i32,
+    pub busy: i32,
+    pub queued: i32,
+}
+
+/// The queue of a pool: queued, unclaimed runs by priority (higher first), then
+/// creation time, then name.
+pub fn queue(runs: &[Run]) -> Vec<&Run> {
+    let mut q: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.phase == RunPhase::Queued && r.worker.is_none() && !r.escaped_injection)
+        .collect();
+    q.sort_by(|a, b| {
+        (Reverse(a.priority), a.created, &a.key).cmp(&(Reverse(b.priority), b.created, &b.key))
+    });
+    q
+}
+
+/// Queue positions reported exactly; runs further back say so without a
+/// number, so that one claim does not rewrite every queued run.
+pub const NOTE_POSITIONS: usize = 20;
+
+/// The note a queued run carries: its position and how busy the pool is.
+pub fn queue_note(position: usize, queued: usize, busy: i32, size: i32) -> String {
+    if position <= NOTE_POSITIONS {
+        format!("position {position} of {queued} in the queue; {busy} of {size} workers busy")
+    } else {
+        format!("more than {NOTE_POSITIONS} runs ahead in the queue; {busy} of {size} workers busy")
+    }
+}
