@@ -81,6 +81,11 @@ pub struct WorkerPoolSpec {
     /// count as `docker.io`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_runner_image_hosts: Vec<String>,
+    /// Allow ephemeral containers (`kubectl debug`) in this pool's run pods. Default
+    /// false: they are denied. When allowed they are held to the same image-host and
+    /// privilege policy as any container of the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ephemeral_containers: bool,
     /// Maximum duration of a run (e.g. `2h`); the run fails when exceeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
@@ -141,6 +146,7 @@ impl Default for WorkerPoolSpec {
             successful_pods_history_limit: None,
             failed_pods_history_limit: None,
             allowed_runner_image_hosts: Vec::new(),
+            allow_ephemeral_containers: false,
             run_timeout: None,
             logs_timeout: None,
             pod: PoolPodSpec::default(),

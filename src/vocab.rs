@@ -168,11 +168,20 @@ pub fn is_injected(meta: &ObjectMeta) -> bool {
     annotation(meta, ANNOTATION_INJECTED).is_some()
 }
 
+/// The Job that controls a Pod (a Job run's pod, not a bare run), by name.
+pub fn controlling_job(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.controller == Some(true) && o.kind == "Job" && o.api_version.starts_with("batch/")
+        })
+        .map(|o| o.name.as_str())
+}
+
 /// Whether a Pod is controlled by a Job (a Job run's pod, not a bare run).
 pub fn controlled_by_job(meta: &ObjectMeta) -> bool {
-    meta.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && o.kind == "Job" && o.api_version.starts_with("batch/")
-    })
+    controlling_job(meta).is_some()
 }
 
 #[cfg(test)]

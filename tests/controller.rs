@@ -609,3 +609,127 @@ async fn status_shows_pools_workers_and_the_queue_in_claim_order() {
         .expect("status");
     assert!(runyard::client::status::render(&empty).contains("No WorkerPools"));
 }
+
+/// Admission can be bypassed: runs that run without a claim are stopped.
+#[tokio::test]
+async fn runs_that_escaped_the_queue_are_stopped() {
+    use k8s_openapi::api::core::v1::Pod;
+    use runyard::cluster::RunWrites;
+    let c = cluster(1);
+    // A pool of one, busy with its own run.
+    c.add_queued_job(NS, "claimed", POOL, 1, None);
+    settle(&c).await;
+    assert!(job_worker(&c, "claimed").is_some());
+    // Someone unsuspends a queued Job behind the controller's back (the
+    // webhook was bypassed), even with a forged worker label.
+    c.add_queued_job(NS, "sneaky", POOL, 2, None);
+    c.add_queued_job(NS, "forged", POOL, 3, None);
+    let forged_worker = job_worker(&c, "claimed").expect("worker");
+    c.patch_job(
+        NS,
+        "sneaky",
+        &serde_json::json!({ "spec": { "suspend": false } }),
+    )
+    .await
+    .expect("unsuspend");
+    c.patch_job(
+        NS,
+        "forged",
+        &serde_json::json!({ "metadata": { "labels": { LABEL_WORKER: forged_worker } }, "spec": { "suspend": false } }),
+    )
+    .await
+    .expect("forge");
+    // A bare run Pod that runs ungated and unclaimed (with a forged marker).
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "bare", "labels": { "runyard.dev/pool": POOL }, "annotations": { "runyard.dev/injected": "true" } },
+        "spec": { "containers": [{ "name": "w", "image": "alpine" }] },
+        "status": { "phase": "Running" }
+    }))
+    .expect("pod");
+    c.add_pod(NS, pod);
+    pass(&c).await;
+    for name in ["sneaky", "forged"] {
+        let job = c.job(NS, name).expect("job");
+        assert_eq!(
+            job.spec.as_ref().and_then(|s| s.suspend),
+            Some(true),
+            "{name} suspended again"
+        );
+        assert_eq!(label(&job.metadata, LABEL_WORKER), None, "{name}");
+        assert!(c
+            .events()
+            .iter()
+            .any(|e| e.object == format!("Job/{name}") && e.reason == "EscapedQueue" && e.warning));
+    }
+    assert!(c.pod(NS, "bare").is_none(), "escaped bare pod deleted");
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.object == "Pod/bare" && e.reason == "EscapedQueue"));
+    // The legitimately claimed run is untouched, and the cap holds.
+    let claimed = c.job(NS, "claimed").expect("job");
+    assert_eq!(claimed.spec.as_ref().and_then(|s| s.suspend), Some(false));
+    assert_consistent(&c);
+    // Back in the queue, they run in turn once the worker is free.
+    c.finish_job(NS, "claimed", true);
+    settle(&c).await;
+    let unfinished: Vec<_> = running_jobs(&c)
+        .into_iter()
+        .filter(|n| c.job(NS, n).is_some_and(|j| j.status.is_none()))
+        .collect();
+    assert_eq!(unfinished, ["sneaky"], "the next in line runs, alone");
+    assert_consistent(&c);
+}
+
+/// A stale view never stops a run by mistake: the write is guarded by the
+/// resourceVersion the decision saw.
+#[tokio::test]
+async fn stopping_an_escaped_run_is_guarded_by_its_resource_version() {
+    use runyard::cluster::RunWrites;
+    let c = cluster(0);
+    c.add_queued_job(NS, "r", POOL, 1, None);
+    c.patch_job(
+        NS,
+        "r",
+        &serde_json::json!({ "spec": { "suspend": false } }),
+    )
+    .await
+    .expect("unsuspend");
+    let seen = c
+        .job(NS, "r")
+        .expect("job")
+        .metadata
+        .resource_version
+        .expect("rv");
+    // The Job changes after the controller read it (here: it finished).
+    c.finish_job(NS, "r", true);
+    let guarded = serde_json::json!({ "metadata": { "resourceVersion": seen, "labels": { LABEL_WORKER: null } }, "spec": { "suspend": true } });
+    assert_eq!(
+        c.patch_job(NS, "r", &guarded).await,
+        Err(ClusterError::Conflict)
+    );
+}
+
+/// A Job that is not a run (only its pod template names the pool) does not get
+/// its pods run outside the queue.
+#[tokio::test]
+async fn pods_of_a_job_that_is_not_a_run_are_deleted() {
+    use k8s_openapi::api::core::v1::Pod;
+    let c = cluster(1);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "unlabeled-job-abcde", "labels": { "runyard.dev/pool": POOL },
+            "annotations": { "runyard.dev/injected": "true" },
+            "creationTimestamp": "2024-01-01T00:00:00Z",
+            "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "Job", "name": "unlabeled-job", "uid": "u", "controller": true }] },
+        "spec": { "containers": [{ "name": "w", "image": "alpine" }] },
+        "status": { "phase": "Running" }
+    }))
+    .expect("pod");
+    c.add_pod(NS, pod);
+    pass(&c).await;
+    assert!(c.pod(NS, "unlabeled-job-abcde").is_none());
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| e.reason == "EscapedQueue" && e.note.contains("unlabeled-job")));
+}

@@ -90,6 +90,10 @@ fn queued_job(name: &str, seconds: u32) -> Job {
     .expect("job")
 }
 
+/// Jobs that run: unsuspended and not finished. Since Kubernetes 1.31 the Job
+/// controller sets `SuccessCriteriaMet` / `FailureTarget` before `Complete` /
+/// `Failed`, and runyard frees the worker at the first of them, so they count
+/// as finished here too.
 fn active(jobs: &[Job]) -> usize {
     jobs.iter()
         .filter(|j| j.spec.as_ref().and_then(|s| s.suspend) == Some(false))
@@ -99,7 +103,11 @@ fn active(jobs: &[Job]) -> usize {
                 .and_then(|s| s.conditions.as_ref())
                 .is_none_or(|c| {
                     c.iter().all(|c| {
-                        c.status != "True" || !matches!(c.type_.as_str(), "Complete" | "Failed")
+                        c.status != "True"
+                            || !matches!(
+                                c.type_.as_str(),
+                                "Complete" | "Failed" | "SuccessCriteriaMet" | "FailureTarget"
+                            )
                     })
                 })
         })
@@ -320,6 +328,46 @@ async fn the_installed_webhook_injects_run_pods() {
             ],
         );
     }
+    // Keep the installed webhook and controller to this test's namespace, so
+    // the other test's controller (running here, as the kubeconfig's user) is
+    // not denied by the trust boundary, and two controllers never share a pool.
+    let ns = format!(
+        "runyard-e2e-hook-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    let only_ns = serde_json::json!({ "matchLabels": { "kubernetes.io/metadata.name": ns } });
+    let selectors = serde_json::json!([
+        { "op": "replace", "path": "/webhooks/0/namespaceSelector", "value": only_ns },
+        { "op": "replace", "path": "/webhooks/1/namespaceSelector", "value": only_ns },
+    ]);
+    kubectl(
+        &kc,
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            "runyard",
+            "--type=json",
+            "-p",
+            &selectors.to_string(),
+        ],
+    );
+    let args = serde_json::json!([{
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/args",
+        "value": ["controller", format!("--namespace={ns}"), "--metrics-listen=0.0.0.0:9090", "--log-format=json"],
+    }]);
+    kubectl(
+        &kc,
+        &[
+            "-n",
+            "runyard",
+            "patch",
+            "deploy/runyard-controller",
+            "--type=json",
+            "-p",
+            &args.to_string(),
+        ],
+    );
     let certs = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
         .env("KUBECONFIG", &kc)
@@ -351,10 +399,6 @@ async fn the_installed_webhook_injects_run_pods() {
         ],
     );
 
-    let ns = format!(
-        "runyard-e2e-hook-{}",
-        ulid::Ulid::new().to_string().to_ascii_lowercase()
-    );
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut namespace = Namespace::default();
     namespace.metadata.name = Some(ns.clone());
@@ -414,6 +458,47 @@ async fn the_installed_webhook_injects_run_pods() {
         .await
         .expect_err("denied");
     assert!(err.to_string().contains("does not exist"), "{err}");
+
+    // The trust boundary on a real API server: a run of a pool with no
+    // workers stays queued, and a user cannot start it by unsuspending it.
+    pools
+        .create(
+            &PostParams::default(),
+            &WorkerPool::new(
+                "frozen",
+                WorkerPoolSpec {
+                    pool_size: 0,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("pool");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let mut frozen = queued_job("frozen-run", 1);
+    frozen.metadata.labels = Some([(LABEL_POOL.to_string(), "frozen".to_string())].into());
+    if let Some(t) = frozen
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+    {
+        t.labels = Some([(LABEL_POOL.to_string(), "frozen".to_string())].into());
+    }
+    let created = jobs
+        .create(&PostParams::default(), &frozen)
+        .await
+        .expect("queued");
+    assert_eq!(created.spec.as_ref().and_then(|s| s.suspend), Some(true));
+    let err = jobs
+        .patch(
+            "frozen-run",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "spec": { "suspend": false } })),
+        )
+        .await
+        .expect_err("a user cannot start a queued run");
+    assert!(err.to_string().contains("spec.suspend"), "{err}");
 
     // `runyard submit` through the installed webhook and controller: the run
     // is queued, claimed, injected (init and launcher from the image), and

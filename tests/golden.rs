@@ -4,7 +4,7 @@
 use runyard::injection::{ClusterFacts, Injector, SidecarMode, StaticPools};
 use std::path::Path;
 
-const RUN_ID: &str = "01jgolden000000000000000000";
+const RUN_ID: &str = "01jgzd0000000000000000000g";
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn check(name: &str, actual: &str) {

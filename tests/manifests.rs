@@ -152,15 +152,23 @@ fn mutating_webhooks_follow_the_design() {
         let service = hook.client_config.service.as_ref().expect("service");
         assert_eq!(service.path.as_deref(), Some("/mutate"));
         for rule in hook.rules.iter().flatten() {
-            assert_eq!(
-                rule.operations.as_deref(),
-                Some(&["CREATE".to_string()][..])
-            );
-            resources.extend(rule.resources.clone().unwrap_or_default());
+            let ops = rule.operations.clone().unwrap_or_default();
+            for r in rule.resources.clone().unwrap_or_default() {
+                resources.push(format!("{r} {}", ops.join(",")));
+            }
         }
     }
     resources.sort();
-    assert_eq!(resources, ["jobs", "pods"]);
+    // CREATE queues and injects; UPDATE keeps runs from being started or
+    // claimed by anyone but the controller; `kubectl debug` is reviewed too.
+    assert_eq!(
+        resources,
+        [
+            "jobs CREATE,UPDATE",
+            "pods CREATE,UPDATE",
+            "pods/ephemeralcontainers UPDATE"
+        ]
+    );
 }
 
 #[test]
@@ -233,4 +241,22 @@ fn kubectl_kustomize_renders_when_kubectl_is_installed() {
     let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(rendered.contains("kind: MutatingWebhookConfiguration"));
     assert!(rendered.contains("name: workerpools.workers.runyard.dev"));
+}
+
+#[test]
+fn the_webhook_trusts_exactly_the_controllers_service_account() {
+    let pod_spec = |name: &str| {
+        let d: Deployment =
+            serde_json::from_value(find_named("Deployment", Some(name))).expect("typed");
+        d.spec.expect("spec").template.spec.expect("pod spec")
+    };
+    let controller = pod_spec("runyard-controller");
+    let sa = controller.service_account_name.expect("controller SA");
+    let webhook = pod_spec("runyard-webhook");
+    let args = webhook.containers[0].args.clone().expect("args");
+    let trusted: Vec<_> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--controller-user="))
+        .collect();
+    assert_eq!(trusted, [format!("system:serviceaccount:runyard:{sa}")]);
 }

@@ -216,10 +216,39 @@ async fn updates_and_unknown_kinds_are_allowed_untouched() {
     let mut conn = Conn::open(server.addr(), &server.ca, false)
         .await
         .expect("connect");
+    // The captured UPDATE unsuspends the queued Job as kubernetes-admin: only
+    // the runyard controller starts runs.
     let body = fixture("v1.36", "01-job-update-build-42.json");
-    let reply = conn.post("/mutate", body).await.expect("reply");
+    let reply = conn.post("/mutate", body.clone()).await.expect("reply");
+    assert_eq!(reply.status, 200);
+    let response = review(&reply.body);
+    assert!(!response.allowed, "a user starts a queued run");
+    assert!(
+        response.result.message.contains("spec.suspend"),
+        "{}",
+        response.result.message
+    );
+    // The same change by the controller's ServiceAccount is allowed, untouched.
+    let mut v: Value = serde_json::from_slice(&body).expect("json");
+    v["request"]["userInfo"]["username"] =
+        runyard::injection::trust::DEFAULT_CONTROLLER_USER.into();
+    let reply = conn
+        .post("/mutate", serde_json::to_vec(&v).expect("json"))
+        .await
+        .expect("reply");
     let response = review(&reply.body);
     assert!(response.allowed);
+    assert!(response.patch.is_none());
+    // A user's harmless change (a label of their own) is allowed, untouched.
+    let mut v: Value = serde_json::from_slice(&body).expect("json");
+    v["request"]["object"]["spec"]["suspend"] = true.into();
+    v["request"]["object"]["metadata"]["labels"]["team"] = "a".into();
+    let reply = conn
+        .post("/mutate", serde_json::to_vec(&v).expect("json"))
+        .await
+        .expect("reply");
+    let response = review(&reply.body);
+    assert!(response.allowed, "{}", response.result.message);
     assert!(response.patch.is_none());
 
     let mut v: Value =
@@ -234,6 +263,93 @@ async fn updates_and_unknown_kinds_are_allowed_untouched() {
     let response = review(&reply.body);
     assert!(response.allowed);
     assert!(response.patch.is_none());
+}
+
+/// Sends `v` and returns (allowed, message, the patched request object if
+/// there was a patch).
+async fn send(conn: &mut Conn, v: &Value) -> (bool, String, Option<Value>) {
+    let body = serde_json::to_vec(v).expect("json");
+    let reply = conn.post("/mutate", body.clone()).await.expect("reply");
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let response = review(&reply.body);
+    let patched = response
+        .patch
+        .is_some()
+        .then(|| apply_patch(&body, &reply.body));
+    (response.allowed, response.result.message, patched)
+}
+
+#[tokio::test]
+async fn runyards_own_labels_skip_neither_the_queue_nor_the_hardening() {
+    let server = start().await;
+    let mut conn = Conn::open(server.addr(), &server.ca, false)
+        .await
+        .expect("connect");
+    // A bare run Pod with a forged injection marker and worker label comes
+    // out gated, unclaimed and hardened.
+    let mut pod: Value =
+        serde_json::from_slice(&fixture("v1.36", "03-pod-create-bare-run.json")).expect("json");
+    let meta = &mut pod["request"]["object"]["metadata"];
+    meta["annotations"]["runyard.dev/injected"] = "true".into();
+    meta["labels"]["runyard.dev/worker"] = "builders-1".into();
+    let (allowed, message, patched) = send(&mut conn, &pod).await;
+    assert!(allowed, "{message}");
+    let pod_out = patched.expect("patched");
+    assert_eq!(
+        pod_out["spec"]["schedulingGates"][0]["name"],
+        "runyard.dev/claim"
+    );
+    assert!(pod_out["metadata"]["labels"]["runyard.dev/worker"].is_null());
+    assert_eq!(pod_out["spec"]["securityContext"]["runAsUser"], 1983);
+    // With a privileged container named like runyard's init container: denied.
+    let containers = pod["request"]["object"]["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers");
+    containers.push(serde_json::json!({
+        "name": "init", "image": "alpine",
+        "securityContext": { "privileged": true, "runAsUser": 0 }
+    }));
+    let (allowed, message, _) = send(&mut conn, &pod).await;
+    assert!(!allowed);
+    assert!(message.contains("privileged"), "{message}");
+
+    // A Job created with a worker label is queued, its label dropped.
+    let mut job: Value =
+        serde_json::from_slice(&fixture("v1.36", "00-job-create-build-42.json")).expect("json");
+    job["request"]["object"]["metadata"]["labels"]["runyard.dev/worker"] = "builders-1".into();
+    job["request"]["object"]["spec"]["suspend"] = false.into();
+    let (allowed, _, patched) = send(&mut conn, &job).await;
+    assert!(allowed);
+    let job_out = patched.expect("patched");
+    assert_eq!(job_out["spec"]["suspend"], true);
+    assert!(job_out["metadata"]["labels"]["runyard.dev/worker"].is_null());
+
+    // Ungating a bare run by a user: denied.
+    let mut ungate = pod.clone();
+    ungate["request"]["operation"] = "UPDATE".into();
+    ungate["request"]["oldObject"] = pod_out.clone();
+    let mut ungated = pod_out.clone();
+    ungated["spec"]["schedulingGates"] = Value::Null;
+    ungate["request"]["object"] = ungated;
+    let (allowed, message, _) = send(&mut conn, &ungate).await;
+    assert!(!allowed);
+    assert!(message.contains("runyard.dev/claim"), "{message}");
+
+    // `kubectl debug` on a run pod of a pool that does not allow it: denied.
+    let mut debug = ungate.clone();
+    debug["request"]["subResource"] = "ephemeralcontainers".into();
+    let mut debugged = pod_out.clone();
+    debugged["spec"]["ephemeralContainers"] =
+        serde_json::json!([{ "name": "debugger", "image": "busybox:1.36" }]);
+    debug["request"]["object"] = debugged;
+    let (allowed, message, _) = send(&mut conn, &debug).await;
+    assert!(!allowed);
+    assert!(message.contains("allowEphemeralContainers"), "{message}");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ pub mod submit;
 
 use crate::cluster::{ClientApi, ClusterError};
 use crate::controller::model::RunKey;
-use crate::vocab::{label, LABEL_POOL, LABEL_RUN_ID};
+use crate::vocab::{controlling_job, label, LABEL_POOL};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -57,7 +57,8 @@ pub(crate) fn finished_phase(p: &Pod) -> bool {
     )
 }
 
-/// The pods of a Job run (by run id, else by Job name).
+/// The pods of a Job run: those the Job controls (not matched by run id,
+/// which only the run's own objects should be trusted with).
 pub(crate) async fn job_pods<C: ClientApi>(
     c: &C,
     ns: &str,
@@ -66,7 +67,6 @@ pub(crate) async fn job_pods<C: ClientApi>(
     let Some(pool) = label(&job.metadata, LABEL_POOL) else {
         return Ok(Vec::new());
     };
-    let run_id = label(&job.metadata, LABEL_RUN_ID);
     let name = job.name_any();
     let pods = c
         .pods(ns, pool)
@@ -74,12 +74,7 @@ pub(crate) async fn job_pods<C: ClientApi>(
         .map_err(cluster("listing the run's pods"))?;
     Ok(pods
         .into_iter()
-        .filter(|p| {
-            let by_id = run_id.is_some() && label(&p.metadata, LABEL_RUN_ID) == run_id;
-            let by_name = label(&p.metadata, "batch.kubernetes.io/job-name") == Some(name.as_str())
-                || label(&p.metadata, "job-name") == Some(name.as_str());
-            by_id || by_name
-        })
+        .filter(|p| controlling_job(&p.metadata) == Some(name.as_str()))
         .collect())
 }
 

@@ -130,6 +130,26 @@ impl RunWrites for KubeCluster {
     async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
         delete_if_present(Api::<Pod>::namespaced(self.client.clone(), ns), name).await
     }
+
+    async fn delete_pod_at(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(rv.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match Api::<Pod>::namespaced(self.client.clone(), ns)
+            .delete(name, &dp)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match ClusterError::from(e) {
+                ClusterError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
 }
 
 impl ControllerApi for KubeCluster {

@@ -108,6 +108,14 @@ pub trait RunWrites: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Deletes a pod; one already gone is fine.
     fn delete_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a pod if its resourceVersion is still `rv` (`Conflict` if not);
+    /// one already gone is fine.
+    fn delete_pod_at(
+        &self,
+        ns: &str,
+        name: &str,
+        rv: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// [`Self::patch_job`] or [`Self::patch_pod`], by the run's kind.
     fn patch_run(

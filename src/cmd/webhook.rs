@@ -1,7 +1,8 @@
 //! `runyard webhook`.
 
 use super::{parse_duration, resolve_facts, DefaultsArgs, SidecarModeArg};
-use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource};
+use crate::injection::trust::{DEFAULT_CONTROLLER_USER, DEFAULT_JOB_CONTROLLER_USERS};
+use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource, TrustedUsers};
 use crate::shutdown::Shutdown;
 use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions};
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,8 @@ pub struct WebhookArgs {
     /// Time given to in-flight reviews on SIGTERM before connections are closed.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// `runyard webhook`: serves until SIGTERM/SIGINT; a second signal aborts.
@@ -91,7 +94,9 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
         bail!("--max-in-flight and --max-connections must be at least 1");
     }
     let state = AppState::new(
-        Injector::new(facts).with_defaults(args.defaults.engine()),
+        Injector::new(facts)
+            .with_defaults(args.defaults.engine())
+            .with_trust(args.trust.trusted()),
         pools,
         Arc::new(Metrics::new()),
         ready,
@@ -119,4 +124,36 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
     running.wait().await?;
     tracing::info!("webhook stopped");
     Ok(())
+}
+
+/// The identities the webhook trusts (from the AdmissionReview's `userInfo`).
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// User name of the runyard controller: only it may claim, start and
+    /// release runs (repeatable; e.g. the controller's ServiceAccount
+    /// `system:serviceaccount:NS:NAME`).
+    #[arg(
+        long = "controller-user",
+        env = "RUNYARD_CONTROLLER_USER",
+        value_delimiter = ',',
+        default_value = DEFAULT_CONTROLLER_USER
+    )]
+    pub controller_users: Vec<String>,
+    /// User name of Kubernetes' Job controller, whose pods inherit their
+    /// Job's (guarded) template (repeatable).
+    #[arg(
+        long = "job-controller-user",
+        value_delimiter = ',',
+        default_values_t = DEFAULT_JOB_CONTROLLER_USERS.map(String::from)
+    )]
+    pub job_controller_users: Vec<String>,
+}
+
+impl TrustArgs {
+    pub fn trusted(&self) -> TrustedUsers {
+        TrustedUsers {
+            controller: self.controller_users.clone(),
+            job_controller: self.job_controller_users.clone(),
+        }
+    }
 }

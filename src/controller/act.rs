@@ -10,9 +10,12 @@ use super::model::{decide, Action, Counts, RunKey, RunKind};
 use crate::cluster::{ClusterError, ControllerApi};
 use crate::crd::{Worker, WorkerPhase, WorkerPool, WorkerSpec, WorkerStatus};
 use crate::vocab::{
-    RunResult, ANNOTATION_CLAIMED_AT, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_WORKER,
-    LABEL_WORKER_POOL,
+    RunResult, ANNOTATION_CLAIMED_AT, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_POOL,
+    LABEL_WORKER, LABEL_WORKER_POOL,
 };
+
+/// Event reason of a run stopped because it ran without a claim.
+pub const ESCAPED_QUEUE: &str = "EscapedQueue";
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -53,7 +56,8 @@ pub async fn reconcile_pool<C: ControllerApi>(
         .pool
         .filter(|p| p.metadata.deletion_timestamp.is_none());
     let mut snap = objects.model();
-    for probe in logs_probes(&snap, Timestamp::now().as_second()) {
+    snap.now = Timestamp::now().as_second();
+    for probe in logs_probes(&snap, snap.now) {
         if let Ok(false) = c
             .printed_since(ns, &probe.pod, &probe.container, probe.limit)
             .await
@@ -324,6 +328,47 @@ impl<C: ControllerApi> Exec<'_, C> {
                 limit,
                 deadline,
             } => self.fail_silent(&run, limit, deadline).await,
+            Action::StopEscaped { run, run_rv } => self.stop_escaped(&run, &run_rv).await,
+            Action::DeleteForeignPod { pod, pod_rv, job } => {
+                match self.c.delete_pod_at(self.ns, &pod, &pod_rv).await {
+                    Ok(()) => {
+                        self.metrics.escaped(self.ns, self.pool_name, "Pod");
+                        let note = format!("deleted pod {pod}: its Job {job} is not a run of pool {} (label the Job {LABEL_POOL}={}, not only its pod template)", self.pool_name, self.pool_name);
+                        self.pool_event(true, ESCAPED_QUEUE, &note).await;
+                    }
+                    Err(e) => self.failed("deleting a pod of a Job that is not a run", e),
+                }
+            }
+        }
+    }
+
+    /// Stops a run that runs without a claim: a Job is suspended again (back
+    /// in the queue, without the worker label it did not get from a claim), a
+    /// bare Pod deleted. Guarded by the resourceVersion decided on.
+    async fn stop_escaped(&mut self, run: &RunKey, rv: &str) {
+        let result = match run.kind {
+            RunKind::Job => {
+                let patch = json!({
+                    "metadata": { "resourceVersion": rv, "labels": { LABEL_WORKER: null } },
+                    "spec": { "suspend": true },
+                });
+                self.c.patch_job(self.ns, &run.name, &patch).await
+            }
+            RunKind::Pod => self.c.delete_pod_at(self.ns, &run.name, rv).await,
+        };
+        match result {
+            Ok(()) => {
+                let (kind, done) = match run.kind {
+                    RunKind::Job => ("Job", "suspended again; it waits in the queue for a worker"),
+                    RunKind::Pod => ("Pod", "deleted (a bare run Pod cannot be queued again)"),
+                };
+                self.metrics.escaped(self.ns, self.pool_name, kind);
+                tracing::warn!(run = %run, pool = self.pool_name, namespace = self.ns, "run escaped the queue");
+                let note = format!("runyard: the run was running without a claim (started by someone other than the runyard controller, or while the webhook was bypassed); {done}");
+                self.event(run, true, ESCAPED_QUEUE, &note).await;
+            }
+            Err(ClusterError::NotFound) => {}
+            Err(e) => self.failed("stopping a run that escaped the queue", e),
         }
     }
 

@@ -21,6 +21,13 @@ pub struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EscapedLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: &'static str,
 }
@@ -43,6 +50,7 @@ pub struct ControllerMetrics {
     worker_creation_errors: Family<PoolLabels, Counter>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Family<PoolLabels, Histogram>,
+    escaped: Family<EscapedLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -106,6 +114,12 @@ impl ControllerMetrics {
             "Time of one pool reconcile",
             reconcile_duration.clone(),
         );
+        let escaped = Family::<EscapedLabels, Counter>::default();
+        registry.register(
+            "escaped_runs",
+            "Runs found running without a claim and stopped (Jobs suspended again, Pods deleted)",
+            escaped.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "controller_leader",
@@ -122,6 +136,7 @@ impl ControllerMetrics {
             worker_creation_errors,
             reconcile_errors,
             reconcile_duration,
+            escaped,
             leader,
         }
     }
@@ -161,6 +176,16 @@ impl ControllerMetrics {
                 .get_or_create(&Self::pool(pool))
                 .inc();
         }
+    }
+
+    pub fn escaped(&self, namespace: &str, pool: &str, kind: &'static str) {
+        self.escaped
+            .get_or_create(&EscapedLabels {
+                namespace: namespace.to_string(),
+                pool: pool.to_string(),
+                kind,
+            })
+            .inc();
     }
 
     pub fn reconcile_error(&self, kind: &'static str) {

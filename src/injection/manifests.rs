@@ -3,7 +3,7 @@
 //! applied to the document as written, as the API server applies it, so
 //! fields runyard does not know survive untouched.
 
-use super::{InjectError, Injector, Mutation, PoolSource, RunObject};
+use super::{InjectError, Injector, Mutation, PoolSource, Requester, RunObject};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -145,7 +145,12 @@ fn engine_patch<R: RunObject>(
 ) -> Result<Option<json_patch::Patch>, Refused> {
     let obj: R = serde_json::from_value(value.clone())
         .map_err(|e| Refused::Invalid(R::KIND, e.to_string()))?;
-    match injector.mutate_owned(obj.without_managed_fields(), namespace, pools) {
+    match injector.mutate_as(
+        obj.without_managed_fields(),
+        namespace,
+        pools,
+        Requester::User,
+    ) {
         Ok(Mutation::Mutated { patch, .. }) => Ok(Some(patch)),
         Ok(_) => Ok(None),
         Err(e) => Err(Refused::Denied(e)),

@@ -12,12 +12,15 @@ pub mod pod;
 pub mod policy;
 pub mod pools;
 pub mod run;
+pub mod trust;
 
 pub use pools::{load_pool_file, parse_pools, PoolFileError, PoolSource, StaticPools};
 pub use run::RunObject;
+pub use trust::{Requester, TrustedUsers};
 
 use crate::vocab::{label, LABEL_POOL};
 use json_patch::Patch;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
@@ -59,6 +62,10 @@ pub enum InjectError {
         "runyard: the Job is labeled {LABEL_POOL}={job:?} but its pod template says {template:?}"
     )]
     PoolLabelMismatch { job: String, template: String },
+    #[error("runyard: denied {what}: only the runyard controller does this for runs of pool {pool:?} (a run starts when a worker claims it; `runyard status` shows the queue)")]
+    ControllerOwned { what: String, pool: String },
+    #[error("runyard: ephemeral container {container:?} (kubectl debug) is not allowed: pool {pool:?} does not allow debugging its run pods (spec.allowEphemeralContainers)")]
+    EphemeralNotAllowed { container: String, pool: String },
     #[error("runyard: invalid run: {0}")]
     Invalid(String),
 }
@@ -72,6 +79,8 @@ impl InjectError {
             Self::PrivilegeNotAllowed { .. } => "privilege_not_allowed",
             Self::NameCollision { .. } | Self::MountCollision { .. } => "name_collision",
             Self::PoolLabelMismatch { .. } => "pool_label_mismatch",
+            Self::ControllerOwned { .. } => "controller_owned",
+            Self::EphemeralNotAllowed { .. } => "ephemeral_not_allowed",
             Self::Invalid(_) => "invalid",
         }
     }
@@ -200,10 +209,12 @@ impl EngineDefaults {
     }
 }
 
-/// The injection engine, configured with the cluster's facts and a run-id source.
+/// The injection engine, configured with the cluster's facts, the identities
+/// it trusts and a run-id source.
 pub struct Injector {
     pub facts: ClusterFacts,
     pub defaults: EngineDefaults,
+    pub trust: TrustedUsers,
     run_ids: Box<dyn Fn() -> String + Send + Sync>,
 }
 
@@ -229,8 +240,15 @@ impl Injector {
         Self {
             facts,
             defaults: EngineDefaults::default(),
+            trust: TrustedUsers::default(),
             run_ids: Box::new(new_run_id),
         }
+    }
+
+    /// The same engine trusting other identities.
+    pub fn with_trust(mut self, trust: TrustedUsers) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// The same engine with other install-wide defaults.
@@ -239,23 +257,24 @@ impl Injector {
         self
     }
 
-    /// Runs the engine on a run object at CREATE (see [`RunObject`] for what
-    /// each kind gets).
+    /// Runs the engine on a run object a user creates (see [`RunObject`] for
+    /// what each kind gets).
     pub fn mutate<R: RunObject>(
         &self,
         obj: &R,
         namespace: &str,
         pools: &dyn PoolSource,
     ) -> Result<Mutation<R>, InjectError> {
-        self.mutate_owned(obj.clone(), namespace, pools)
+        self.mutate_as(obj.clone(), namespace, pools, Requester::User)
     }
 
-    /// [`Self::mutate`] taking the object by value (one copy fewer).
-    pub fn mutate_owned<R: RunObject>(
+    /// Runs the engine on a run object at CREATE, sent by `requester`.
+    pub fn mutate_as<R: RunObject>(
         &self,
         obj: R,
         namespace: &str,
         pools: &dyn PoolSource,
+        requester: Requester,
     ) -> Result<Mutation<R>, InjectError> {
         let Some(pool_name) = label(obj.meta(), LABEL_POOL).map(str::to_string) else {
             return Ok(Mutation::NotARun);
@@ -270,13 +289,57 @@ impl Injector {
             engine: self,
             pool_name: &pool_name,
             pool: &pool.spec,
+            requester,
         };
-        if obj.passes_through(&run)? {
-            return Ok(Mutation::Unchanged);
-        }
         let mut new = obj.clone();
         new.inject(&run)?;
         finish(obj, new)
+    }
+
+    /// Reviews an UPDATE of a run object: allowed (`Ok`) or denied. The
+    /// controller may change anything; anyone else may not start a queued run,
+    /// move it in the queue or change what runyard injected.
+    pub fn review_update<R: RunObject>(
+        &self,
+        old: &R,
+        new: &R,
+        namespace: &str,
+        pools: &dyn PoolSource,
+        requester: Requester,
+    ) -> Result<(), InjectError> {
+        if requester == Requester::Controller {
+            return Ok(());
+        }
+        let Some(pool_name) =
+            label(old.meta(), LABEL_POOL).or_else(|| label(new.meta(), LABEL_POOL))
+        else {
+            return Ok(());
+        };
+        let pool = pools.pool(namespace, pool_name);
+        R::review_update(old, new, pool_name, pool.as_ref().map(|p| &p.spec))
+    }
+
+    /// Reviews ephemeral containers added to a run pod (`pods/ephemeralcontainers`).
+    pub fn review_ephemeral(
+        &self,
+        old: &Pod,
+        new: &Pod,
+        namespace: &str,
+        pools: &dyn PoolSource,
+    ) -> Result<Mutation<Pod>, InjectError> {
+        let Some(pool_name) =
+            label(new.meta(), LABEL_POOL).or_else(|| label(old.meta(), LABEL_POOL))
+        else {
+            return Ok(Mutation::NotARun);
+        };
+        let pool = pools
+            .pool(namespace, pool_name)
+            .ok_or_else(|| InjectError::PoolNotFound {
+                pool: pool_name.to_string(),
+                namespace: namespace.to_string(),
+            })?;
+        let hardened = trust::review_ephemeral(old, new, pool_name, &pool.spec)?;
+        finish(new.clone(), hardened)
     }
 
     /// A fresh run id.
@@ -309,3 +372,5 @@ fn set_label(meta: &mut ObjectMeta, key: &str, value: &str) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_trust;

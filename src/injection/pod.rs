@@ -39,51 +39,47 @@ fn launcher_image<'a>(pool: &'a WorkerPoolSpec, defaults: &'a EngineDefaults) ->
         .unwrap_or(&defaults.launcher_image)
 }
 
-/// (name, image) of every container the pool itself contributes; these are not
-/// subject to the run's image policy.
-fn pool_containers<'a>(
-    pool: &'a WorkerPoolSpec,
-    defaults: &'a EngineDefaults,
-) -> Vec<(&'a str, Option<&'a str>)> {
-    let image = Some(launcher_image(pool, defaults));
-    let mut own = vec![(INIT_CONTAINER, image), (LAUNCHER_CONTAINER, image)];
-    for c in pool
-        .pod
-        .custom_init_containers
-        .iter()
-        .chain(&pool.pod.additional_sidecar_containers)
-    {
-        own.push((c.name.as_str(), c.image.as_deref()));
-    }
-    own
-}
-
 fn pool_volume_names(pool: &WorkerPoolSpec) -> Vec<&str> {
     let mut names = vec![WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME];
     names.extend(pool.pod.volumes.iter().map(|v| v.name.as_str()));
     names
 }
 
-/// Checks the pool's policy (image hosts, privilege) against the run's own
-/// containers, i.e. all but those the pool contributes.
-pub fn check_policy(
+/// What the injection itself put into the pod: runyard's and the pool's
+/// containers and volumes, exactly as produced. Only these are exempt from
+/// the run's policy; a run's own container never counts as the pool's because
+/// of its name alone.
+#[derive(Debug, Default)]
+struct Produced {
+    containers: Vec<Container>,
+    volumes: Vec<Volume>,
+}
+
+/// Checks the pool's policy (image hosts, privilege, host namespaces,
+/// hostPath) against the injected pod: every container and volume that is not
+/// exactly what the injection produced is the run's own.
+fn check_policy(
     pool_name: &str,
     pool: &WorkerPoolSpec,
     spec: &PodSpec,
-    defaults: &EngineDefaults,
+    produced: &Produced,
 ) -> Result<(), InjectError> {
-    let own = pool_containers(pool, defaults);
-    let is_own = |c: &Container| own.contains(&(c.name.as_str(), c.image.as_deref()));
     let user = || {
         spec.init_containers
             .iter()
             .flatten()
             .chain(&spec.containers)
-            .filter(|c| !is_own(c))
+            .filter(|c| !produced.containers.contains(c))
     };
     policy::check_images(pool_name, &pool.allowed_runner_image_hosts, user())?;
     if !pool.pod.allow_privileged {
         policy::check_privilege(pool_name, spec, user())?;
+        let user_volumes = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| !produced.volumes.contains(v));
+        policy::check_volumes(pool_name, user_volumes)?;
         // The pool's own containers need the same opt-in: nothing privileged
         // is ever injected unless the pool says so explicitly.
         let pool_extra = pool
@@ -92,50 +88,69 @@ pub fn check_policy(
             .iter()
             .chain(&pool.pod.additional_sidecar_containers);
         policy::check_privilege(pool_name, &PodSpec::default(), pool_extra)?;
+        policy::check_volumes(pool_name, produced.volumes.iter())?;
     }
     Ok(())
 }
 
-/// Injects the run environment into `meta`/`spec`.
+/// Injects the run environment into `meta`/`spec`, then checks the pool's
+/// policy on the result.
 pub fn inject(
     meta: &mut ObjectMeta,
     spec: &mut PodSpec,
     ctx: &PodContext<'_>,
 ) -> Result<(), InjectError> {
-    check_policy(ctx.pool_name, ctx.pool, spec, ctx.defaults)?;
     let already = is_injected(meta);
     let pool_pod = &ctx.pool.pod;
-    let own_names: Vec<&str> = pool_containers(ctx.pool, ctx.defaults)
+    // The names runyard owns in each list: containers there with these names
+    // are replaced by (or removed for) runyard's own; anything else is a worker.
+    let custom_inits = pool_pod
+        .custom_init_containers
         .iter()
-        .map(|(n, _)| *n)
+        .map(|c| c.name.as_str());
+    let sidecars = pool_pod
+        .additional_sidecar_containers
+        .iter()
+        .map(|c| c.name.as_str());
+    let init_owned: Vec<&str> = custom_inits
+        .chain([INIT_CONTAINER, LAUNCHER_CONTAINER])
         .collect();
+    let main_owned: Vec<&str> = sidecars.chain([LAUNCHER_CONTAINER]).collect();
     let own_volumes = pool_volume_names(ctx.pool);
     if !already {
+        // A clash with runyard's names is an error the user can fix; on an
+        // object that says it is injected, runyard's definitions simply win.
+        let own_names: Vec<&str> = init_owned.iter().chain(&main_owned).copied().collect();
         check_collisions(spec, &own_names, &own_volumes)?;
     }
 
-    inject_volumes(spec, ctx);
+    let mut produced = Produced {
+        volumes: inject_volumes(spec, ctx),
+        ..Produced::default()
+    };
 
     let env = runyard_env(ctx);
     let native = ctx.facts.sidecar_mode == SidecarMode::Native;
 
-    // The run's own containers (workers): everything not contributed by runyard or the pool.
-    let is_worker = |c: &Container| !own_names.contains(&c.name.as_str());
     let worker_names: Vec<String> = spec
         .containers
         .iter()
-        .filter(|c| is_worker(c))
+        .filter(|c| !main_owned.contains(&c.name.as_str()))
         .map(|c| c.name.clone())
         .collect();
     let path = worker_path(ctx.pool);
     let worker_settings = pool_pod.worker_container.as_ref();
-    for c in spec
+    let workers = spec
         .init_containers
         .iter_mut()
         .flatten()
-        .chain(spec.containers.iter_mut())
-        .filter(|c| is_worker(c))
-    {
+        .filter(|c| !init_owned.contains(&c.name.as_str()))
+        .chain(
+            spec.containers
+                .iter_mut()
+                .filter(|c| !main_owned.contains(&c.name.as_str())),
+        );
+    for c in workers {
         prepare_worker(c, &env, &path, worker_settings, ctx.defaults)?;
     }
 
@@ -145,10 +160,14 @@ pub fn inject(
     for custom in &pool_pod.custom_init_containers {
         let mut c = custom.clone();
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
+        produced.containers.push(c.clone());
         pos = upsert_at(inits, c, pos) + 1;
     }
-    pos = upsert_at(inits, init_container(ctx, &env)?, pos) + 1;
+    let init = init_container(ctx, &env)?;
+    produced.containers.push(init.clone());
+    pos = upsert_at(inits, init, pos) + 1;
     let launcher = launcher_container(ctx, &env, &worker_names)?;
+    produced.containers.push(launcher.clone());
     let (native_launcher, container_launcher) = if native {
         (Some(launcher), None)
     } else {
@@ -165,6 +184,7 @@ pub fn inject(
     for sidecar in &pool_pod.additional_sidecar_containers {
         let mut c = sidecar.clone();
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
+        produced.containers.push(c.clone());
         let end = spec.containers.len();
         upsert_at(&mut spec.containers, c, end);
     }
@@ -177,7 +197,8 @@ pub fn inject(
         None => spec.containers.retain(|c| c.name != LAUNCHER_CONTAINER),
     }
 
-    inject_pod_fields(meta, spec, ctx)
+    inject_pod_fields(meta, spec, ctx)?;
+    check_policy(ctx.pool_name, ctx.pool, spec, &produced)
 }
 
 fn check_collisions(
@@ -209,7 +230,8 @@ fn check_collisions(
     Ok(())
 }
 
-fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) {
+/// Adds runyard's and the pool's volumes; returns them as produced.
+fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) -> Vec<Volume> {
     let pool_pod = &ctx.pool.pod;
     let named = |source: &Option<Volume>, name: &str| {
         let mut v = source.clone().unwrap_or_else(|| Volume {
@@ -248,10 +270,13 @@ fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) {
         named(&pool_pod.binaries_cache_volume, BINARIES_CACHE_VOLUME),
         podinfo,
     ];
+    let mut produced = Vec::with_capacity(3 + pool_pod.volumes.len());
     for v in wanted.into_iter().chain(pool_pod.volumes.iter().cloned()) {
+        produced.push(v.clone());
         let end = volumes.len();
         upsert_at(volumes, v, end);
     }
+    produced
 }
 
 trait Named {

@@ -1,7 +1,7 @@
 //! Pool policy checks: registry hosts and privilege.
 
 use super::InjectError;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 
 /// Registry host of an image reference, normalised: Docker Hub short names
 /// (`alpine`, `library/alpine`, `user/app`) are `docker.io`, as are the Hub's
@@ -122,6 +122,26 @@ pub fn check_privilege<'a>(
         }
         if sc.run_as_non_root == Some(false) {
             return Err(deny(format!("container {name:?} sets runAsNonRoot: false")));
+        }
+    }
+    Ok(())
+}
+
+/// Denies `hostPath` volumes (a node's files, e.g. the container runtime's
+/// socket) unless the pool allows privileged runs.
+pub fn check_volumes<'a>(
+    pool: &str,
+    volumes: impl Iterator<Item = &'a Volume>,
+) -> Result<(), InjectError> {
+    for v in volumes {
+        if let Some(host) = &v.host_path {
+            return Err(InjectError::PrivilegeNotAllowed {
+                what: format!(
+                    "volume {:?} mounts the node's path {:?} (hostPath)",
+                    v.name, host.path
+                ),
+                pool: pool.to_string(),
+            });
         }
     }
     Ok(())

@@ -1,15 +1,18 @@
 //! Jobs and Pods as runs: one trait for what the engine does to each kind.
 //!
-//! A Job at CREATE is queued (`spec.suspend: true` unless claimed), stamped
-//! with a run id (on the Job and its pod template) and its pod template is
-//! injected exactly as its pods will run. A Pod is injected at creation; a bare
-//! one (not controlled by a Job) is gated until it is claimed; a Pod from an
-//! injected template passes through unchanged after the pool's policy is
-//! checked.
+//! A Job at CREATE is queued (`spec.suspend: true`), stamped with a run id (on
+//! the Job and its pod template) and its pod template is injected exactly as
+//! its pods will run. A Pod is injected at creation; a bare one (not
+//! controlled by a Job) is gated until it is claimed. Nothing on the object is
+//! trusted: a pod from an injected template is injected again (which changes
+//! nothing), and the worker label and the controller's annotations are
+//! removed unless the controller (or, for a Job's pods, the Job controller)
+//! sends the request (see [`super::trust`]).
 
+use super::trust::{self, Requester};
 use super::{patch, pod, set_label, InjectError, Injector};
 use crate::crd::WorkerPoolSpec;
-use crate::vocab::{controlled_by_job, is_injected, label, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER};
+use crate::vocab::{controlled_by_job, label, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER};
 use json_patch::Patch;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -17,14 +20,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// One run being injected: the engine and the run's pool.
+/// One run being injected: the engine, the run's pool, and who asked.
 pub struct Run<'a> {
     pub engine: &'a Injector,
     pub pool_name: &'a str,
     pub pool: &'a WorkerPoolSpec,
+    pub requester: Requester,
 }
 
 impl Run<'_> {
+    /// The object's run id if it is well-formed, else a fresh one.
+    fn run_id(&self, existing: Option<&str>) -> String {
+        existing
+            .filter(|id| trust::valid_run_id(id))
+            .map(str::to_string)
+            .unwrap_or_else(|| self.engine.new_run_id())
+    }
+
     fn pod_context<'b>(&'b self, run_id: &'b str, gate: bool) -> pod::PodContext<'b> {
         pod::PodContext {
             pool_name: self.pool_name,
@@ -55,13 +67,16 @@ pub trait RunObject:
         self
     }
 
-    /// Whether the object needs no injection at all (checked before copying it).
-    fn passes_through(&self, _run: &Run<'_>) -> Result<bool, InjectError> {
-        Ok(false)
-    }
-
-    /// Injects the run environment in place.
+    /// Injects the run environment in place (CREATE).
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError>;
+
+    /// Reviews an UPDATE by anyone but the controller.
+    fn review_update(
+        old: &Self,
+        new: &Self,
+        pool_name: &str,
+        pool: Option<&WorkerPoolSpec>,
+    ) -> Result<(), InjectError>;
 
     /// The JSON Patch from `old` to `new`.
     fn diff(old: Self, new: &mut Self) -> Result<Patch, patch::SerError>;
@@ -79,11 +94,18 @@ impl RunObject for Job {
 
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError> {
         let pool_name = run.pool_name;
+        let controller = run.requester == Requester::Controller;
+        if !controller {
+            trust::scrub(&mut self.metadata);
+        }
         let spec = self
             .spec
             .as_mut()
             .ok_or_else(|| InjectError::Invalid("the Job has no spec".into()))?;
         let template_meta = spec.template.metadata.get_or_insert_with(Default::default);
+        if !controller {
+            trust::scrub(template_meta);
+        }
         if let Some(t) = label(template_meta, LABEL_POOL) {
             if t != pool_name {
                 return Err(InjectError::PoolLabelMismatch {
@@ -92,10 +114,9 @@ impl RunObject for Job {
                 });
             }
         }
-        let run_id = label(&self.metadata, LABEL_RUN_ID)
-            .or_else(|| label(template_meta, LABEL_RUN_ID))
-            .map(str::to_string)
-            .unwrap_or_else(|| run.engine.new_run_id());
+        let run_id = run.run_id(
+            label(&self.metadata, LABEL_RUN_ID).or_else(|| label(template_meta, LABEL_RUN_ID)),
+        );
         let claimed = label(&self.metadata, LABEL_WORKER).is_some()
             || label(template_meta, LABEL_WORKER).is_some();
         if !claimed {
@@ -113,6 +134,15 @@ impl RunObject for Job {
         Ok(())
     }
 
+    fn review_update(
+        old: &Self,
+        new: &Self,
+        pool_name: &str,
+        _pool: Option<&WorkerPoolSpec>,
+    ) -> Result<(), InjectError> {
+        trust::review_job_update(old, new, pool_name)
+    }
+
     fn diff(old: Self, new: &mut Self) -> Result<Patch, patch::SerError> {
         patch::diff_job(old, new)
     }
@@ -128,27 +158,41 @@ impl RunObject for Pod {
         &mut self.metadata
     }
 
-    fn passes_through(&self, run: &Run<'_>) -> Result<bool, InjectError> {
-        let spec = self
-            .spec
-            .as_ref()
-            .ok_or_else(|| InjectError::Invalid("the Pod has no spec".into()))?;
-        if !is_injected(&self.metadata) {
-            return Ok(false);
-        }
-        pod::check_policy(run.pool_name, run.pool, spec, &run.engine.defaults)?;
-        Ok(true)
-    }
-
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError> {
-        let run_id = label(&self.metadata, LABEL_RUN_ID)
-            .map(str::to_string)
-            .unwrap_or_else(|| run.engine.new_run_id());
+        let from_template = controlled_by_job(&self.metadata);
+        // A Job's pods come from its template, which the Job webhook queued
+        // and guards: their labels are the template's. Only the Job controller
+        // creates them.
+        let trusted =
+            match (from_template, run.requester) {
+                (true, Requester::JobController | Requester::Controller) => true,
+                (true, Requester::User) => return Err(InjectError::ControllerOwned {
+                    what:
+                        "creating a run Pod controlled by a Job (the Job controller creates those)"
+                            .into(),
+                    pool: run.pool_name.to_string(),
+                }),
+                (false, Requester::Controller) => true,
+                (false, _) => false,
+            };
+        if !trusted {
+            trust::scrub(&mut self.metadata);
+        }
+        let run_id = run.run_id(label(&self.metadata, LABEL_RUN_ID));
         let claimed = label(&self.metadata, LABEL_WORKER).is_some();
-        let gate = !controlled_by_job(&self.metadata) && !claimed;
+        let gate = !from_template && !claimed;
         set_label(&mut self.metadata, LABEL_RUN_ID, &run_id);
         let spec = self.spec.get_or_insert_with(Default::default);
         pod::inject(&mut self.metadata, spec, &run.pod_context(&run_id, gate))
+    }
+
+    fn review_update(
+        old: &Self,
+        new: &Self,
+        pool_name: &str,
+        pool: Option<&WorkerPoolSpec>,
+    ) -> Result<(), InjectError> {
+        trust::review_pod_update(old, new, pool_name, pool)
     }
 
     fn diff(old: Self, new: &mut Self) -> Result<Patch, patch::SerError> {

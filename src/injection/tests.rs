@@ -12,13 +12,13 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-const RUN_ID: &str = "01jtest00000000000000000000";
+pub(super) const RUN_ID: &str = "01jtest00000000000000000000";
 
-fn injector() -> Injector {
+pub(super) fn injector() -> Injector {
     Injector::with_run_ids(ClusterFacts::default(), || RUN_ID.to_string())
 }
 
-fn container_injector() -> Injector {
+pub(super) fn container_injector() -> Injector {
     Injector::with_run_ids(
         ClusterFacts {
             sidecar_mode: SidecarMode::Container,
@@ -27,17 +27,17 @@ fn container_injector() -> Injector {
     )
 }
 
-fn pool(name: &str, spec: WorkerPoolSpec) -> StaticPools {
+pub(super) fn pool(name: &str, spec: WorkerPoolSpec) -> StaticPools {
     let mut p = WorkerPool::new(name, spec);
     p.metadata.namespace = Some("ci".into());
     StaticPools::new(vec![p])
 }
 
-fn builders() -> StaticPools {
+pub(super) fn builders() -> StaticPools {
     pool("builders", WorkerPoolSpec::default())
 }
 
-fn fixture(name: &str) -> Value {
+pub(super) fn fixture(name: &str) -> Value {
     let path = format!(
         "{}/tests/fixtures/admission-review/v1.36/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -46,11 +46,20 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
-fn fixture_object(name: &str) -> Value {
+pub(super) fn fixture_object(name: &str) -> Value {
     fixture(name)["request"]["object"].clone()
 }
 
-fn run_pod(containers: Vec<Container>) -> Pod {
+/// Who sent a captured request, as the webhook sees it.
+pub(super) fn fixture_requester(name: &str) -> Requester {
+    let user = fixture(name)["request"]["userInfo"]["username"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    TrustedUsers::default().requester(&user)
+}
+
+pub(super) fn run_pod(containers: Vec<Container>) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some("p".into()),
@@ -65,7 +74,7 @@ fn run_pod(containers: Vec<Container>) -> Pod {
     }
 }
 
-fn worker(name: &str, image: &str) -> Container {
+pub(super) fn worker(name: &str, image: &str) -> Container {
     Container {
         name: name.into(),
         image: Some(image.into()),
@@ -73,14 +82,14 @@ fn worker(name: &str, image: &str) -> Container {
     }
 }
 
-fn mutated_pod(outcome: Result<Mutation<Pod>, InjectError>) -> Pod {
+pub(super) fn mutated_pod(outcome: Result<Mutation<Pod>, InjectError>) -> Pod {
     match outcome.expect("allowed") {
         Mutation::Mutated { object, .. } => *object,
         other => panic!("expected a mutation, got {other:?}"),
     }
 }
 
-fn mutated_job(outcome: Result<Mutation<Job>, InjectError>) -> Job {
+pub(super) fn mutated_job(outcome: Result<Mutation<Job>, InjectError>) -> Job {
     match outcome.expect("allowed") {
         Mutation::Mutated { object, .. } => *object,
         other => panic!("expected a mutation, got {other:?}"),
@@ -88,7 +97,7 @@ fn mutated_job(outcome: Result<Mutation<Job>, InjectError>) -> Job {
 }
 
 /// Applies `patch` to the raw object and checks it gives the engine's object.
-fn assert_patch_reproduces<
+pub(super) fn assert_patch_reproduces<
     T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 >(
     raw: &Value,
@@ -101,7 +110,7 @@ fn assert_patch_reproduces<
     assert_eq!(&typed, object);
 }
 
-fn spec(pod: &Pod) -> &PodSpec {
+pub(super) fn spec(pod: &Pod) -> &PodSpec {
     pod.spec.as_ref().expect("spec")
 }
 
@@ -138,11 +147,15 @@ fn every_v1_36_create_fixture_patches_cleanly_and_converges() {
     ] {
         let raw = fixture_object(name);
         let pod: Pod = serde_json::from_value(raw.clone()).expect("Pod");
-        match injector().mutate(&pod, "ci", &builders()).expect(name) {
+        let by = fixture_requester(name);
+        match injector()
+            .mutate_as(pod, "ci", &builders(), by)
+            .expect(name)
+        {
             Mutation::Mutated { object, patch } => {
                 assert_patch_reproduces(&raw, &patch, &*object);
                 assert_eq!(
-                    injector().mutate(&*object, "ci", &builders()),
+                    injector().mutate_as(*object, "ci", &builders(), by),
                     Ok(Mutation::Unchanged)
                 );
             }
@@ -184,17 +197,42 @@ fn job_is_queued_stamped_and_its_template_injected() {
 }
 
 #[test]
-fn claimed_job_is_not_suspended() {
+fn a_users_worker_label_is_dropped_and_the_job_queued() {
     let raw = fixture_object("00-job-create-build-42.json");
     let mut job: Job = serde_json::from_value(raw).expect("Job");
     let spec = job.spec.as_mut().expect("spec");
     spec.suspend = Some(false);
-    job.metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert(LABEL_WORKER.into(), "builders-01".into());
+    for meta in [
+        &mut job.metadata,
+        job.spec
+            .as_mut()
+            .and_then(|s| s.template.metadata.as_mut())
+            .expect("template"),
+    ] {
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(LABEL_WORKER.into(), "builders-01".into());
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .extend([
+                (ANNOTATION_CLAIMED_AT.into(), "2099-01-01T00:00:00Z".into()),
+                (ANNOTATION_RESULT.into(), "Succeeded".into()),
+            ]);
+    }
     let new = mutated_job(injector().mutate(&job, "ci", &builders()));
-    assert_eq!(new.spec.expect("spec").suspend, Some(false));
+    let spec = new.spec.as_ref().expect("spec");
+    assert_eq!(spec.suspend, Some(true), "queued");
+    let tmeta = spec.template.metadata.as_ref().expect("template");
+    for meta in [&new.metadata, tmeta] {
+        assert_eq!(label(meta, LABEL_WORKER), None, "forged claim removed");
+        assert_eq!(annotation(meta, ANNOTATION_CLAIMED_AT), None);
+        assert_eq!(annotation(meta, ANNOTATION_RESULT), None);
+    }
+
+    // The controller's own request keeps its claim.
+    let new = mutated_job(injector().mutate_as(job, "ci", &builders(), Requester::Controller));
+    assert_eq!(new.spec.as_ref().expect("spec").suspend, Some(false));
+    assert_eq!(label(&new.metadata, LABEL_WORKER), Some("builders-01"));
 }
 
 #[test]
@@ -217,7 +255,7 @@ fn template_pool_label_must_match() {
 }
 
 #[test]
-fn pods_from_an_injected_template_pass_through() {
+fn pods_from_an_injected_template_need_no_change() {
     let raw = fixture_object("00-job-create-build-42.json");
     let job: Job = serde_json::from_value(raw).expect("Job");
     let new = mutated_job(injector().mutate(&job, "ci", &builders()));
@@ -236,9 +274,14 @@ fn pods_from_an_injected_template_pass_through() {
         ..Default::default()
     }]);
     assert_eq!(
-        injector().mutate(&pod, "ci", &builders()),
+        injector().mutate_as(pod.clone(), "ci", &builders(), Requester::JobController),
         Ok(Mutation::Unchanged)
     );
+    // Only the Job controller creates a Job's pods.
+    let err = injector()
+        .mutate(&pod, "ci", &builders())
+        .expect_err("a user's pod claiming a Job owner");
+    assert!(matches!(err, InjectError::ControllerOwned { .. }), "{err}");
 }
 
 #[test]
@@ -275,11 +318,14 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
         .collect();
     assert_eq!(gates, [SCHEDULING_GATE]);
 
-    let raw = fixture_object("02-pod-create-build-42.json");
-    let pod: Pod = serde_json::from_value(raw).expect("Pod");
-    let new = mutated_pod(injector().mutate(&pod, "ci", &builders()));
+    let name = "02-pod-create-build-42.json";
+    let pod: Pod = serde_json::from_value(fixture_object(name)).expect("Pod");
+    let by = fixture_requester(name);
+    assert_eq!(by, Requester::JobController);
+    let new = mutated_pod(injector().mutate_as(pod, "ci", &builders(), by));
     assert!(spec(&new).scheduling_gates.is_none());
 
+    // A worker label a user writes is no claim: removed, and the pod gated.
     let mut claimed = run_pod(vec![worker("w", "alpine")]);
     claimed
         .metadata
@@ -287,6 +333,16 @@ fn bare_pod_is_gated_and_job_pod_is_not() {
         .get_or_insert_with(Default::default)
         .insert(LABEL_WORKER.into(), "builders-1".into());
     let new = mutated_pod(injector().mutate(&claimed, "ci", &builders()));
+    let gates: Vec<_> = spec(&new)
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(gates, [SCHEDULING_GATE]);
+    assert_eq!(label(&new.metadata, LABEL_WORKER), None);
+    // The controller's is.
+    let new = mutated_pod(injector().mutate_as(claimed, "ci", &builders(), Requester::Controller));
     assert!(spec(&new).scheduling_gates.is_none());
 }
 
@@ -894,6 +950,14 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
         })
 }
 
+fn arb_requester() -> impl Strategy<Value = Requester> {
+    prop_oneof![
+        Just(Requester::User),
+        Just(Requester::JobController),
+        Just(Requester::Controller),
+    ]
+}
+
 fn arb_facts() -> impl Strategy<Value = Injector> {
     any::<bool>().prop_map(|native| {
         if native {
@@ -927,9 +991,10 @@ fn arb_pools() -> impl Strategy<Value = StaticPools> {
 
 proptest! {
     #[test]
-    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools()) {
+    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester()) {
         let raw = serde_json::to_value(&pod).expect("serialise");
-        match inj.mutate(&pod, "ci", &pools) {
+        let owned = controlled_by_job(&pod.metadata);
+        match inj.mutate_as(pod.clone(), "ci", &pools, by) {
             Ok(Mutation::NotARun) => prop_assert!(label(&pod.metadata, LABEL_POOL).is_none()),
             Ok(Mutation::Unchanged) => prop_assert!(false, "a fresh run pod always changes"),
             Ok(Mutation::Mutated { object, patch }) => {
@@ -939,7 +1004,15 @@ proptest! {
                 let reparsed: Pod = serde_json::from_value(applied).expect("a valid k8s Pod");
                 prop_assert_eq!(&reparsed, &*object);
                 // A second pass changes nothing, through the webhook path...
-                prop_assert_eq!(inj.mutate(&*object, "ci", &pools), Ok(Mutation::Unchanged));
+                prop_assert_eq!(inj.mutate_as((*object).clone(), "ci", &pools, by), Ok(Mutation::Unchanged));
+                // Only the controller's (or, for a Job's pods, the Job
+                // controller's) worker label survives; a bare run is gated
+                // unless the controller claimed it.
+                let trusted = by == Requester::Controller || (owned && by == Requester::JobController);
+                let worker = label(&object.metadata, LABEL_WORKER);
+                prop_assert_eq!(worker, label(&pod.metadata, LABEL_WORKER).filter(|_| trusted));
+                let gated = object.spec.as_ref().and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| g.iter().any(|g| g.name == SCHEDULING_GATE));
+                prop_assert_eq!(gated, !owned && worker.is_none());
                 // ...and through the engine itself, without the annotation shortcut.
                 let mut meta = object.metadata.clone();
                 let mut spec = object.spec.clone().expect("spec");
@@ -991,12 +1064,15 @@ proptest! {
                 });
                 prop_assert!(escalates);
             }
+            Err(InjectError::ControllerOwned { .. }) => {
+                prop_assert!(owned && by == Requester::User, "only a user's pod claiming a Job owner");
+            }
             Err(e) => prop_assert!(false, "unexpected denial: {}", e),
         }
     }
 
     #[test]
-    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools()) {
+    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester()) {
         let mut template_meta = pod.metadata.clone();
         template_meta.owner_references = None;
         let job = Job {
@@ -1015,13 +1091,13 @@ proptest! {
             ..Default::default()
         };
         let raw = serde_json::to_value(&job).expect("serialise");
-        if let Ok(Mutation::Mutated { object, patch }) = inj.mutate(&job, "ci", &pools) {
+        if let Ok(Mutation::Mutated { object, patch }) = inj.mutate_as(job.clone(), "ci", &pools, by) {
             let mut applied = raw;
             json_patch::patch(&mut applied, &patch).expect("patch applies");
             let reparsed: Job = serde_json::from_value(applied).expect("a valid k8s Job");
             prop_assert_eq!(&reparsed, &*object);
-            prop_assert_eq!(inj.mutate(&*object, "ci", &pools), Ok(Mutation::Unchanged));
-            let claimed = label(&job.metadata, LABEL_WORKER).is_some();
+            prop_assert_eq!(inj.mutate_as((*object).clone(), "ci", &pools, by), Ok(Mutation::Unchanged));
+            let claimed = by == Requester::Controller && label(&job.metadata, LABEL_WORKER).is_some();
             prop_assert_eq!(object.spec.as_ref().and_then(|s| s.suspend), (!claimed).then_some(true));
         }
     }

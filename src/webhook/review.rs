@@ -6,7 +6,7 @@
 //! only a body that is not a readable AdmissionReview v1 is a [`ReviewError`]
 //! (HTTP 400).
 
-use crate::injection::{InjectError, Injector, Mutation, PoolSource, RunObject};
+use crate::injection::{InjectError, Injector, Mutation, PoolSource, Requester, RunObject};
 use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -59,6 +59,16 @@ struct RequestIn<'a> {
     dry_run: Option<bool>,
     #[serde(borrow, default)]
     object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    user_info: UserInfo,
+}
+
+#[derive(Deserialize, Default)]
+struct UserInfo {
+    #[serde(default)]
+    username: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -160,22 +170,42 @@ pub fn handle(
         ("", "v1", "Pod") => ReviewKind::Pod,
         _ => ReviewKind::Other,
     };
-    let operation = request.operation.as_deref().unwrap_or_default();
+    let operation = match request.operation.as_deref() {
+        Some("CREATE") => Operation::Create,
+        Some("UPDATE") => Operation::Update,
+        _ => Operation::Other,
+    };
     let dry_run = request.dry_run.unwrap_or(false);
-    let applies = kind != ReviewKind::Other
-        && operation == "CREATE"
-        && request.sub_resource.as_deref().is_none_or(str::is_empty);
-
-    let decided = if !applies {
-        Ok(None)
-    } else {
-        decide(
-            kind,
-            request.object,
-            request.namespace.as_deref(),
-            injector,
-            pools,
-        )
+    let sub_resource = request.sub_resource.as_deref().unwrap_or_default();
+    let action = match (kind, operation, sub_resource) {
+        (ReviewKind::Other, _, _) | (_, Operation::Other, _) => None,
+        (_, op, "") => Some(op),
+        (ReviewKind::Pod, Operation::Update, "ephemeralcontainers") => Some(Operation::Ephemeral),
+        _ => None,
+    };
+    let applies = action.is_some();
+    let decided = match action {
+        None => Ok(None),
+        Some(op) => {
+            let requester = injector.trust.requester(&request.user_info.username);
+            let object = Objects {
+                new: request.object,
+                old: request.old_object,
+                namespace: request.namespace.as_deref(),
+            };
+            match (kind, op) {
+                (ReviewKind::Pod, Operation::Ephemeral) => {
+                    review_ephemeral(object, injector, pools)
+                }
+                (ReviewKind::Job, _) => {
+                    review_object::<Job>(op, object, requester, injector, pools)
+                }
+                (ReviewKind::Pod, _) => {
+                    review_object::<Pod>(op, object, requester, injector, pools)
+                }
+                (ReviewKind::Other, _) => Ok(None),
+            }
+        }
     };
     let (decision, patch, message) = match decided {
         Ok(None) if applies => (Decision::Unchanged, None, None),
@@ -238,38 +268,73 @@ enum Decided {
 
 type Denial = (&'static str, String);
 
-fn decide(
-    kind: ReviewKind,
-    object: Option<&RawValue>,
-    namespace: Option<&str>,
-    injector: &Injector,
-    pools: &dyn PoolSource,
-) -> Result<Option<Decided>, Denial> {
-    let object = object.ok_or(("invalid", "runyard: request.object is missing".to_string()))?;
-    match kind {
-        ReviewKind::Job => review_object::<Job>(object, namespace, injector, pools),
-        ReviewKind::Pod => review_object::<Pod>(object, namespace, injector, pools),
-        ReviewKind::Other => Ok(None),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Create,
+    Update,
+    /// UPDATE of the `pods/ephemeralcontainers` subresource.
+    Ephemeral,
+    Other,
+}
+
+/// The request's objects, unparsed.
+#[derive(Clone, Copy)]
+struct Objects<'a> {
+    new: Option<&'a RawValue>,
+    old: Option<&'a RawValue>,
+    namespace: Option<&'a str>,
+}
+
+impl Objects<'_> {
+    fn parse<R: RunObject>(raw: Option<&RawValue>, field: &str) -> Result<R, Denial> {
+        let raw = raw.ok_or_else(|| ("invalid", format!("runyard: request.{field} is missing")))?;
+        let obj: R = parse_object(raw, field, R::KIND)?;
+        Ok(obj.without_managed_fields())
     }
 }
 
 fn review_object<R: RunObject>(
-    object: &RawValue,
-    namespace: Option<&str>,
+    op: Operation,
+    objects: Objects<'_>,
+    requester: Requester,
     injector: &Injector,
     pools: &dyn PoolSource,
 ) -> Result<Option<Decided>, Denial> {
-    let obj: R = parse_object(object, R::KIND)?;
-    let obj = obj.without_managed_fields();
-    let ns = namespace_of(namespace, obj.meta().namespace.as_deref())?;
-    outcome_patch(injector.mutate_owned(obj, &ns, pools))
+    let new: R = Objects::parse(objects.new, "object")?;
+    let ns = namespace_of(objects.namespace, new.meta().namespace.as_deref())?;
+    match op {
+        Operation::Create => outcome_patch(injector.mutate_as(new, &ns, pools, requester)),
+        Operation::Update => {
+            let old: R = Objects::parse(objects.old, "oldObject")?;
+            injector
+                .review_update(&old, &new, &ns, pools, requester)
+                .map(|()| None)
+                .map_err(|e| (e.reason(), e.to_string()))
+        }
+        Operation::Ephemeral | Operation::Other => Ok(None),
+    }
 }
 
-fn parse_object<T: serde::de::DeserializeOwned>(raw: &RawValue, kind: &str) -> Result<T, Denial> {
+fn review_ephemeral(
+    objects: Objects<'_>,
+    injector: &Injector,
+    pools: &dyn PoolSource,
+) -> Result<Option<Decided>, Denial> {
+    let new: Pod = Objects::parse(objects.new, "object")?;
+    let old: Pod = Objects::parse(objects.old, "oldObject")?;
+    let ns = namespace_of(objects.namespace, new.meta().namespace.as_deref())?;
+    outcome_patch(injector.review_ephemeral(&old, &new, &ns, pools))
+}
+
+fn parse_object<T: serde::de::DeserializeOwned>(
+    raw: &RawValue,
+    field: &str,
+    kind: &str,
+) -> Result<T, Denial> {
     serde_json::from_str(raw.get()).map_err(|e| {
         (
             "invalid",
-            format!("runyard: request.object is not a valid {kind}: {e}"),
+            format!("runyard: request.{field} is not a valid {kind}: {e}"),
         )
     })
 }

@@ -478,6 +478,23 @@ impl RunWrites for MemoryCluster {
         self.count(Op::DeletePod);
         late.map_or(Ok(()), Err)
     }
+
+    async fn delete_pod_at(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::DeletePod)?;
+        let mut s = self.lock();
+        match s.pods.get(&key(ns, name)) {
+            None => return late.map_or(Ok(()), Err),
+            Some(p) if p.metadata.resource_version.as_deref() != Some(rv) => {
+                return Err(ClusterError::Conflict)
+            }
+            Some(_) => {}
+        }
+        s.pods.remove(&key(ns, name));
+        drop(s);
+        self.count(Op::DeletePod);
+        late.map_or(Ok(()), Err)
+    }
 }
 
 impl ControllerApi for MemoryCluster {

@@ -24,6 +24,7 @@ pub fn decide(s: &Snapshot) -> (Vec<Action>, Counts) {
         pass.settle_worker(w);
     }
     pass.adopt();
+    pass.stop_escaped();
     pass.record_results();
     trim_pods(pool, &s.finished_pods, &mut pass.actions);
     pass.scale(pool.pool_size.max(0));
@@ -31,6 +32,10 @@ pub fn decide(s: &Snapshot) -> (Vec<Action>, Counts) {
     pass.fail_silent(pool);
     (pass.actions, counts)
 }
+
+/// How old a pod of an unknown Job must be before it is treated as escaped
+/// (the Job would be in the controller's view by then).
+pub const FOREIGN_POD_GRACE_SECS: i64 = 60;
 
 /// The pool is gone: fail what waits, release nothing (its workers are
 /// garbage-collected with it).
@@ -60,6 +65,8 @@ struct Pass<'a> {
     held: BTreeSet<&'a RunKey>,
     /// Runs whose result is recorded by their worker's release.
     released_outcomes: BTreeSet<&'a RunKey>,
+    /// Runs bound to their (idle) worker in this pass.
+    adopted: BTreeSet<&'a RunKey>,
     /// Workers released in this pass: claimable right away (the executor fills
     /// in their resourceVersion after the release write).
     released_now: Vec<&'a str>,
@@ -76,6 +83,7 @@ impl<'a> Pass<'a> {
             active: 0,
             held: BTreeSet::new(),
             released_outcomes: BTreeSet::new(),
+            adopted: BTreeSet::new(),
             released_now: Vec::new(),
         }
     }
@@ -180,10 +188,42 @@ impl<'a> Pass<'a> {
             if let Some(pos) = self.idle.iter().position(|w| w.name == owner) {
                 let w = self.idle.remove(pos);
                 self.busy += 1;
+                self.adopted.insert(&run.key);
                 self.actions.push(Action::AdoptRun {
                     worker: w.name.clone(),
                     worker_rv: w.resource_version.clone(),
                     run: run.key.clone(),
+                });
+            }
+        }
+    }
+
+    /// Runs that run although no worker holds them escaped the queue (the
+    /// webhook was bypassed, or someone else started them): they are stopped.
+    /// A stale view cannot stop a run by mistake: the writes are guarded by
+    /// the resourceVersion seen here.
+    fn stop_escaped(&mut self) {
+        for run in &self.s.runs {
+            let running = run.phase == RunPhase::Running && !run.escaped_injection;
+            if running && !self.held.contains(&run.key) && !self.adopted.contains(&run.key) {
+                self.actions.push(Action::StopEscaped {
+                    run: run.key.clone(),
+                    run_rv: run.resource_version.clone(),
+                });
+            }
+        }
+        // Pods whose Job is not a run of this pool (only the template names
+        // it). Only pods old enough that the Job would be known by now.
+        if self.s.now == 0 {
+            return;
+        }
+        for pod in &self.s.job_pods {
+            let known = self.runs.contains_key(&RunKey::job(pod.job.clone()));
+            if !known && !pod.finished && self.s.now - pod.created >= FOREIGN_POD_GRACE_SECS {
+                self.actions.push(Action::DeleteForeignPod {
+                    pod: pod.name.clone(),
+                    pod_rv: pod.resource_version.clone(),
+                    job: pod.job.clone(),
                 });
             }
         }
@@ -396,7 +436,7 @@ pub fn logs_probes(s: &Snapshot, now: i64) -> Vec<LogsProbe> {
             super::RunKind::Job if run.phase == RunPhase::Running => s
                 .running_pods
                 .iter()
-                .find(|p| run.run_id.is_some() && p.run_id == run.run_id),
+                .find(|p| p.job.as_deref() == Some(run.key.name.as_str())),
             super::RunKind::Job => None,
             super::RunKind::Pod => s.running_pods.iter().find(|p| p.name == run.key.name),
         };
@@ -494,7 +534,6 @@ mod tests {
             escaped_injection: false,
             other_gates: vec![],
             uid: None,
-            run_id: None,
             claimed_at: None,
         }
     }

@@ -97,8 +97,6 @@ pub struct Run {
     pub other_gates: Vec<String>,
     /// The object's uid (for Events about it).
     pub uid: Option<String>,
-    /// The run id label.
-    pub run_id: Option<String>,
     /// `runyard.dev/claimed-at`, seconds since the epoch.
     pub claimed_at: Option<i64>,
 }
@@ -126,11 +124,25 @@ pub struct WorkerView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunningPod {
     pub name: String,
-    pub run_id: Option<String>,
+    /// The Job controlling the pod, if any.
+    pub job: Option<String>,
     /// The first container (the worker).
     pub container: Option<String>,
     /// `status.startTime`, seconds since the epoch.
     pub started: Option<i64>,
+}
+
+/// A pod of a Job that carries the pool's label (the Job itself should be one
+/// of the pool's runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPod {
+    pub name: String,
+    pub resource_version: String,
+    /// The controlling Job's name.
+    pub job: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub finished: bool,
 }
 
 /// Everything `decide` reads about one pool.
@@ -142,6 +154,11 @@ pub struct Snapshot {
     pub runs: Vec<Run>,
     pub finished_pods: Vec<FinishedPod>,
     pub running_pods: Vec<RunningPod>,
+    /// Pods of Jobs labeled for this pool.
+    pub job_pods: Vec<JobPod>,
+    /// The time of the pass, seconds since the epoch (0: unknown, nothing
+    /// time-based is decided).
+    pub now: i64,
     /// Runs whose worker printed nothing for the pool's `logsTimeout`, with
     /// how long their pod has run (seconds): the result of the log probes of
     /// [`decide::logs_probes`], read before deciding.
@@ -206,6 +223,18 @@ pub enum Action {
         run: RunKey,
         run_rv: String,
         note: String,
+    },
+    /// A run that runs without a claim (unsuspended or ungated by someone
+    /// other than the controller, or while the webhook was bypassed): a Job is
+    /// suspended again and its worker label removed, a bare Pod deleted; both
+    /// guarded by the resourceVersion decided on.
+    StopEscaped { run: RunKey, run_rv: String },
+    /// A pod of a Job that is not one of the pool's runs (its template names
+    /// the pool, the Job does not): deleted, guarded.
+    DeleteForeignPod {
+        pod: String,
+        pod_rv: String,
+        job: String,
     },
     /// Fail a running run whose worker printed nothing for `limit` seconds:
     /// its deadline becomes `deadline` seconds, which it has already run.

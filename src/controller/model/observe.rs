@@ -1,11 +1,11 @@
 //! From the objects of one pool (its WorkerPool, Workers, run Jobs and run
 //! Pods) to the model's [`Snapshot`].
 
-use super::{FinishedPod, Run, RunKey, RunPhase, RunningPod, Snapshot, WorkerView};
+use super::{FinishedPod, JobPod, Run, RunKey, RunPhase, RunningPod, Snapshot, WorkerView};
 use crate::crd::{Worker, WorkerPool};
 use crate::vocab::{
-    annotation, controlled_by_job, is_injected, label, ANNOTATION_CLAIMED_AT, ANNOTATION_PRIORITY,
-    ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_RUN_ID, LABEL_WORKER, SCHEDULING_GATE,
+    annotation, controlled_by_job, controlling_job, is_injected, label, ANNOTATION_CLAIMED_AT,
+    ANNOTATION_PRIORITY, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_WORKER, SCHEDULING_GATE,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -103,7 +103,6 @@ fn run_common(
         escaped_injection: escaped,
         other_gates,
         uid: meta.uid.clone(),
-        run_id: label(meta, LABEL_RUN_ID).map(str::to_string),
         claimed_at: annotation(meta, ANNOTATION_CLAIMED_AT)
             .and_then(|t| t.parse::<Timestamp>().ok())
             .map(|t| t.as_second()),
@@ -178,7 +177,7 @@ pub fn finished_pod(pod: &Pod) -> Option<FinishedPod> {
 pub fn running_pod(pod: &Pod) -> Option<RunningPod> {
     (pod_phase(pod) == Some("Running")).then(|| RunningPod {
         name: pod.name_any(),
-        run_id: label(&pod.metadata, LABEL_RUN_ID).map(str::to_string),
+        job: controlling_job(&pod.metadata).map(str::to_string),
         container: pod
             .spec
             .as_ref()
@@ -189,6 +188,21 @@ pub fn running_pod(pod: &Pod) -> Option<RunningPod> {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map(|t| t.0.as_second()),
+    })
+}
+
+/// A pod controlled by a Job, as the model sees it (`None` for bare pods).
+pub fn job_pod(pod: &Pod) -> Option<JobPod> {
+    let owner = pod.metadata.owner_references.iter().flatten().find(|o| {
+        o.controller == Some(true) && o.kind == "Job" && o.api_version.starts_with("batch/")
+    })?;
+    Some(JobPod {
+        name: pod.name_any(),
+        resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
+        job: owner.name.clone(),
+        created: seconds(&pod.metadata),
+        finished: matches!(pod_phase(pod), Some("Succeeded" | "Failed"))
+            || pod.metadata.deletion_timestamp.is_some(),
     })
 }
 
@@ -218,6 +232,8 @@ pub fn model_snapshot(
         runs,
         finished_pods: pods.iter().filter_map(finished_pod).collect(),
         running_pods: pods.iter().filter_map(running_pod).collect(),
+        job_pods: pods.iter().filter_map(job_pod).collect(),
+        now: 0,
         silent: Vec::new(),
     }
 }
