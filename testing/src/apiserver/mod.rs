@@ -5,8 +5,10 @@ mod logs;
 mod patch;
 mod select;
 mod serve;
+mod status;
 mod store;
 mod stream;
+mod write;
 
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;

@@ -2,13 +2,11 @@
 //! store, answering as kube-apiserver does.
 
 use super::logs::{self, LogBody};
-use super::patch::{apply_patch, parse_applied, server_side_apply};
 use super::select::Selector;
-use super::store::{
-    meta, meta_mut, meta_str, names, now_rfc3339, rv_of, spec_changed, ObjKey, ResId, Shared,
-    State, WatchReg,
-};
+pub(crate) use super::status::Failure;
+use super::store::{ObjKey, ResId, Shared, State, WatchReg};
 use super::stream::{line, partial_metadata, Pause, WatchFilter, WatchStream};
+use super::write::{create, delete, patch, update};
 use super::{ClientState, FaultAction, RequestInfo, RequestRecord, ResourceType, Verb};
 use bytes::Bytes;
 use futures::{future::BoxFuture, Stream, StreamExt};
@@ -24,103 +22,6 @@ use std::time::Duration;
 
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ResBody = UnsyncBoxBody<Bytes, BodyError>;
-
-/// An error answer: becomes a `Status` body with the HTTP code.
-#[derive(Clone, Debug)]
-pub(crate) struct Failure {
-    pub code: u16,
-    pub reason: String,
-    pub message: String,
-    pub details: Option<Value>,
-}
-
-impl Failure {
-    pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    /// An error with the reason the real server uses for the code.
-    pub fn from_code(code: u16, message: impl Into<String>) -> Self {
-        let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            405 => "MethodNotAllowed",
-            409 => "Conflict",
-            410 => "Expired",
-            415 => "UnsupportedMediaType",
-            422 => "Invalid",
-            429 => "TooManyRequests",
-            500 => "InternalError",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
-            _ => "Unknown",
-        };
-        Self::new(code, reason, message)
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message)
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", message)
-    }
-
-    fn object(rt: &ResourceType, name: &str, code: u16, reason: &str, message: String) -> Self {
-        let mut f = Self::new(code, reason, message);
-        f.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
-        f
-    }
-
-    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        let msg = format!("{} {name:?} not found", rt.qualified());
-        Self::object(rt, name, 404, "NotFound", msg)
-    }
-
-    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        let msg = format!("{} {name:?} already exists", rt.qualified());
-        Self::object(rt, name, 409, "AlreadyExists", msg)
-    }
-
-    pub fn conflict(rt: &ResourceType, name: &str) -> Self {
-        let msg = format!(
-            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
-            rt.qualified()
-        );
-        Self::object(rt, name, 409, "Conflict", msg)
-    }
-
-    fn no_route() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    }
-
-    pub fn with_causes(mut self, causes: Vec<Value>) -> Self {
-        self.details = Some(json!({"causes": causes}));
-        self
-    }
-
-    pub fn status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
-        }
-        s
-    }
-}
 
 /// Query parameters (kube sends `?&a=b`: empty pairs are skipped).
 pub(crate) struct Query(HashMap<String, String>);
@@ -185,7 +86,7 @@ fn full(code: u16, content_type: &str, body: Bytes) -> Response<ResBody> {
     r
 }
 
-fn json_response(code: u16, v: &Value) -> Response<ResBody> {
+pub(crate) fn json_response(code: u16, v: &Value) -> Response<ResBody> {
     full(code, "application/json", Bytes::from(v.to_string()))
 }
 
@@ -216,22 +117,22 @@ fn version_info() -> Value {
 }
 
 /// A resource request, as routed.
-struct Ctx {
-    verb: Verb,
-    res: ResId,
-    rt: Arc<ResourceType>,
-    ns: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
-    q: Query,
-    content_type: String,
-    metadata_only: bool,
-    client: Arc<ClientState>,
-    body: Bytes,
+pub(crate) struct Ctx {
+    pub verb: Verb,
+    pub res: ResId,
+    pub rt: Arc<ResourceType>,
+    pub ns: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+    pub q: Query,
+    pub content_type: String,
+    pub metadata_only: bool,
+    pub client: Arc<ClientState>,
+    pub body: Bytes,
 }
 
 impl Ctx {
-    fn key(&self) -> ObjKey {
+    pub fn key(&self) -> ObjKey {
         let ns = if self.rt.namespaced {
             self.ns.clone().unwrap_or_default()
         } else {
@@ -240,15 +141,15 @@ impl Ctx {
         (self.res, ns, self.name.clone().unwrap_or_default())
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or("")
     }
 
-    fn dry_run(&self) -> bool {
+    pub fn dry_run(&self) -> bool {
         self.q.get("dryRun") == Some("All")
     }
 
-    fn out(&self, obj: &Value) -> Value {
+    pub fn out(&self, obj: &Value) -> Value {
         if self.metadata_only {
             partial_metadata(obj)
         } else {
@@ -256,7 +157,7 @@ impl Ctx {
         }
     }
 
-    fn info(&self, name: Option<String>, old: Option<Value>, dry_run: bool) -> RequestInfo {
+    pub fn info(&self, name: Option<String>, old: Option<Value>, dry_run: bool) -> RequestInfo {
         RequestInfo {
             verb: self.verb,
             group: self.rt.group.clone(),
@@ -651,326 +552,4 @@ fn pod_logs(shared: &Arc<Shared>, c: &Ctx) -> Result<Response<ResBody>, Failure>
             }),
         )),
     }
-}
-
-fn parse_object(body: &[u8]) -> Result<Value, Failure> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        Failure::bad_request(format!("the request body is not a valid object: {e}"))
-    })?;
-    if !v.is_object() {
-        return Err(Failure::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
-    Ok(v)
-}
-
-/// Checks the body's namespace against the URL's.
-fn check_namespace(c: &Ctx, obj: &Value) -> Result<(), Failure> {
-    match (
-        meta_str(obj, "namespace").filter(|n| !n.is_empty()),
-        c.ns.as_deref(),
-    ) {
-        (Some(body), Some(url)) if c.rt.namespaced && body != url => Err(Failure::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn check_name(c: &Ctx, obj: &Value) -> Result<(), Failure> {
-    match meta_str(obj, "name").filter(|n| !n.is_empty()) {
-        Some(n) if n != c.name() => Err(Failure::bad_request(format!(
-            "the name of the object ({n}) does not match the name on the URL ({})",
-            c.name()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn dns_subdomain(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-fn run_hooks(
-    shared: &Arc<Shared>,
-    rt: &ResourceType,
-    create: bool,
-    obj: &mut Value,
-    info: &RequestInfo,
-) -> Result<(), Failure> {
-    let hooks: Vec<_> = {
-        let st = shared.lock();
-        let all = if create {
-            &st.create_hooks
-        } else {
-            &st.update_hooks
-        };
-        all.iter()
-            .filter(|(p, _)| names(p, rt))
-            .map(|(_, h)| Arc::clone(h))
-            .collect()
-    };
-    for hook in hooks {
-        hook(obj, info).map_err(|(code, msg)| Failure::from_code(code, msg))?;
-    }
-    Ok(())
-}
-
-/// Stores a new object as create does: name (or generateName), uid,
-/// timestamps, no status for resources with a status subresource.
-pub(crate) fn create_locked(
-    st: &mut State,
-    res: ResId,
-    ns: &str,
-    mut obj: Value,
-    dry_run: bool,
-) -> Result<Value, Failure> {
-    let rt = st.rt(res);
-    if !rv_of(&obj).is_empty() {
-        return Err(Failure::from_code(
-            500,
-            "resourceVersion should not be set on objects to be created",
-        ));
-    }
-    let name = match meta_str(&obj, "name").filter(|n| !n.is_empty()) {
-        Some(n) => n.to_string(),
-        None => match meta_str(&obj, "generateName").filter(|n| !n.is_empty()) {
-            Some(prefix) => {
-                let prefix = prefix.to_string();
-                loop {
-                    let candidate = format!("{prefix}{}", st.name_suffix());
-                    if !st.objects.contains_key(&(res, ns.to_string(), candidate.clone())) {
-                        break candidate;
-                    }
-                }
-            }
-            None => return Err(Failure::invalid(format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", rt.qualified()))),
-        },
-    };
-    if !dns_subdomain(&name) {
-        return Err(Failure::invalid(format!("{} {name:?} is invalid: metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character", rt.qualified())));
-    }
-    let key = (res, ns.to_string(), name.clone());
-    if st.objects.contains_key(&key) {
-        return Err(Failure::already_exists(&rt, &name));
-    }
-    st.normalize(res, ns, &name, &mut obj);
-    st.fill_create(res, &mut obj);
-    if rt.status_subresource {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-            if rt.group.is_empty() && rt.plural == "pods" {
-                o.insert("status".into(), json!({"phase": "Pending"}));
-            }
-        }
-    }
-    if dry_run {
-        return Ok(obj);
-    }
-    Ok(st.insert_new(key, obj))
-}
-
-fn create(shared: &Arc<Shared>, c: &Ctx) -> Result<Response<ResBody>, Failure> {
-    let mut obj = parse_object(&c.body)?;
-    check_namespace(c, &obj)?;
-    let name = meta_str(&obj, "name").map(str::to_string);
-    run_hooks(
-        shared,
-        &c.rt,
-        true,
-        &mut obj,
-        &c.info(name, None, c.dry_run()),
-    )?;
-    let ns = if c.rt.namespaced {
-        c.ns.as_deref().unwrap_or("")
-    } else {
-        ""
-    };
-    let stored = create_locked(&mut shared.lock(), c.res, ns, obj, c.dry_run())?;
-    Ok(json_response(201, &c.out(&stored)))
-}
-
-/// What an update stores: the status subresource changes only `.status`;
-/// the main resource keeps system metadata and (with a status subresource)
-/// the old status, and bumps generation on spec changes.
-pub(crate) fn prepare_update(
-    rt: &ResourceType,
-    old: &Value,
-    mut cand: Value,
-    status_only: bool,
-) -> Value {
-    if status_only {
-        let mut new = old.clone();
-        if let Some(o) = new.as_object_mut() {
-            match cand.get("status") {
-                Some(s) => o.insert("status".into(), s.clone()),
-                None => o.remove("status"),
-            };
-        }
-        if let Some(mf) = meta(&cand).and_then(|m| m.get("managedFields")) {
-            meta_mut(&mut new).insert("managedFields".into(), mf.clone());
-        }
-        return new;
-    }
-    let om = meta(old).cloned().unwrap_or_default();
-    let m = meta_mut(&mut cand);
-    for k in [
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "generation",
-    ] {
-        match om.get(k) {
-            Some(v) => m.insert(k.into(), v.clone()),
-            None => m.remove(k),
-        };
-    }
-    if !m.contains_key("managedFields") {
-        if let Some(mf) = om.get("managedFields") {
-            m.insert("managedFields".into(), mf.clone());
-        }
-    }
-    if rt.status_subresource {
-        if let Some(o) = cand.as_object_mut() {
-            match old.get("status") {
-                Some(s) => o.insert("status".into(), s.clone()),
-                None => o.remove("status"),
-            };
-        }
-    }
-    if spec_changed(old, &cand) {
-        if let Some(g) = om.get("generation").and_then(Value::as_i64) {
-            meta_mut(&mut cand).insert("generation".into(), json!(g + 1));
-        }
-    }
-    cand
-}
-
-/// Read, compute, admit, write; retried if the object changed meanwhile.
-fn write_loop(
-    shared: &Arc<Shared>,
-    c: &Ctx,
-    compute: impl Fn(&Value) -> Result<Value, Failure>,
-) -> Result<Response<ResBody>, Failure> {
-    let key = c.key();
-    for _ in 0..10 {
-        let old = shared.lock().objects.get(&key).cloned();
-        let old = old.ok_or_else(|| Failure::not_found(&c.rt, c.name()))?;
-        let mut cand = compute(&old)?;
-        let cand_rv = rv_of(&cand);
-        if !cand_rv.is_empty() && cand_rv != rv_of(&old) {
-            return Err(Failure::conflict(&c.rt, c.name()));
-        }
-        let info = c.info(c.name.clone(), Some(old.clone()), c.dry_run());
-        run_hooks(shared, &c.rt, false, &mut cand, &info)?;
-        let status_only = c.sub.as_deref() == Some("status");
-        let mut new = prepare_update(&c.rt, &old, cand, status_only);
-        let mut st = shared.lock();
-        if st.objects.get(&key).map(rv_of) != Some(rv_of(&old)) {
-            continue;
-        }
-        st.normalize(c.res, &key.1, &key.2, &mut new);
-        if c.dry_run() {
-            return Ok(json_response(200, &c.out(&new)));
-        }
-        let stored = st.write_update(key.clone(), &old, new);
-        return Ok(json_response(200, &c.out(&stored)));
-    }
-    Err(Failure::conflict(&c.rt, c.name()))
-}
-
-fn update(shared: &Arc<Shared>, c: &Ctx) -> Result<Response<ResBody>, Failure> {
-    let body = parse_object(&c.body)?;
-    check_name(c, &body)?;
-    check_namespace(c, &body)?;
-    write_loop(shared, c, |_| Ok(body.clone()))
-}
-
-fn patch(shared: &Arc<Shared>, c: &Ctx) -> Result<Response<ResBody>, Failure> {
-    if c.content_type != "application/apply-patch+yaml" {
-        if c.content_type == "application/strategic-merge-patch+json" && !c.rt.builtin {
-            return Err(Failure::new(
-                415,
-                "UnsupportedMediaType",
-                "strategic merge patch is not supported for custom resources",
-            ));
-        }
-        return write_loop(shared, c, |old| {
-            let mut target = old.clone();
-            apply_patch(&c.content_type, &mut target, &c.body)?;
-            Ok(target)
-        });
-    }
-    let manager = c.q.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
-        Failure::invalid("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
-    })?;
-    let applied = parse_applied(&c.body)?;
-    check_name(c, &applied)?;
-    check_namespace(c, &applied)?;
-    let force = c.q.flag("force");
-    let exists = shared.lock().objects.contains_key(&c.key());
-    if !exists && c.sub.is_none() {
-        let mut obj = server_side_apply(None, &applied, manager, force, None, now_rfc3339())?;
-        meta_mut(&mut obj).insert("name".into(), json!(c.name()));
-        run_hooks(
-            shared,
-            &c.rt,
-            true,
-            &mut obj,
-            &c.info(c.name.clone(), None, c.dry_run()),
-        )?;
-        let key = c.key();
-        let stored = create_locked(&mut shared.lock(), c.res, &key.1, obj, c.dry_run())?;
-        return Ok(json_response(201, &c.out(&stored)));
-    }
-    let sub = c.sub.as_deref();
-    write_loop(shared, c, |old| {
-        server_side_apply(Some(old), &applied, manager, force, sub, now_rfc3339())
-    })
-}
-
-fn delete(shared: &Arc<Shared>, c: &Ctx) -> Result<Response<ResBody>, Failure> {
-    let opts = if c.body.is_empty() {
-        json!({})
-    } else {
-        parse_object(&c.body)?
-    };
-    let dry_run = c.dry_run()
-        || opts
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|d| d.iter().any(|v| v == "All"));
-    let key = c.key();
-    let mut st = shared.lock();
-    let old = st
-        .objects
-        .get(&key)
-        .cloned()
-        .ok_or_else(|| Failure::not_found(&c.rt, c.name()))?;
-    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
-        if let Some(want) = opts
-            .pointer(&format!("/preconditions/{field}"))
-            .and_then(Value::as_str)
-        {
-            let actual = meta_str(&old, field).unwrap_or("");
-            if want != actual {
-                return Err(Failure::from_code(409, format!("Precondition failed: {label} in precondition: {want}, {label} in object meta: {actual}")));
-            }
-        }
-    }
-    if dry_run {
-        return Ok(json_response(200, &c.out(&old)));
-    }
-    let gone = st.delete(&key).unwrap_or(old);
-    Ok(json_response(200, &c.out(&gone)))
 }
