@@ -1364,3 +1364,86 @@ async fn lease_create_and_renew_with_conflicts() {
     );
     assert_eq!(server.count(Verb::Update, "leases"), 2);
 }
+
+#[tokio::test]
+async fn forced_apply_of_a_secret_and_cluster_scoped_webhook_configs() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Secret;
+
+    let server = FakeApiServer::new();
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "runyard");
+    // as runyard's certs code sends it: nulls for unset fields, forced
+    let body = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "tls", "namespace": "runyard", "labels": null, "annotations": null},
+        "type": "kubernetes.io/tls", "data": {"tls.crt": "Y2VydA=="}});
+    let pp = PatchParams::apply("runyard").force();
+    let made = secrets
+        .patch("tls", &pp, &Patch::Apply(&body))
+        .await
+        .unwrap();
+    assert_eq!(made.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert!(made.metadata.labels.is_none());
+    let again = secrets
+        .patch("tls", &pp, &Patch::Apply(&body))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.resource_version(),
+        made.resource_version(),
+        "re-apply is a no-op"
+    );
+    let no_kind = json!({"metadata": {"name": "tls"}});
+    assert_eq!(
+        code(
+            secrets
+                .patch("tls", &pp, &Patch::Apply(&no_kind))
+                .await
+                .unwrap_err()
+        ),
+        400
+    );
+
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(server.client());
+    let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "runyard"}, "webhooks": [],
+    }))
+    .unwrap();
+    let made = hooks.create(&PostParams::default(), &cfg).await.unwrap();
+    assert!(made.metadata.namespace.is_none());
+    let mut stale = made.clone();
+    let mut fresh = made.clone();
+    fresh.metadata.labels = Some(BTreeMap::from([("ca".into(), "1".into())]));
+    hooks
+        .replace("runyard", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    stale.metadata.labels = Some(BTreeMap::from([("ca".into(), "2".into())]));
+    assert_eq!(
+        code(
+            hooks
+                .replace("runyard", &PostParams::default(), &stale)
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    let namespaced_url =
+        "/apis/admissionregistration.k8s.io/v1/namespaces/ns/mutatingwebhookconfigurations/runyard";
+    let req = http::Request::get(namespaced_url).body(vec![]).unwrap();
+    let err = server
+        .client()
+        .request::<MutatingWebhookConfiguration>(req)
+        .await;
+    assert_eq!(
+        code(err.unwrap_err()),
+        404,
+        "cluster-scoped: no namespaced URL"
+    );
+    assert_eq!(
+        server
+            .get("mutatingwebhookconfigurations", "", "runyard")
+            .unwrap()["metadata"]["labels"]["ca"],
+        "1"
+    );
+}

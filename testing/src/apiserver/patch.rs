@@ -75,6 +75,8 @@ fn leaves(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
                 prefix.pop();
             }
         }
+        // nulls are "not applied"
+        _ if v.is_null() => {}
         // scalars, lists (atomic) and empty maps are owned whole
         _ => {
             out.insert(prefix.clone());

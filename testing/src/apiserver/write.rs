@@ -275,7 +275,17 @@ pub(crate) fn patch(shared: &Arc<Shared>, c: &Ctx) -> Result<Response<ResBody>, 
     let manager = c.q.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
         Failure::invalid("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
     })?;
-    let applied = parse_applied(&c.body)?;
+    let mut applied = parse_applied(&c.body)?;
+    if applied.get("kind").and_then(Value::as_str) != Some(c.rt.kind.as_str()) {
+        return Err(Failure::bad_request(format!(
+            "the apply patch must have kind {:?}",
+            c.rt.kind
+        )));
+    }
+    if let Some(o) = applied.as_object_mut() {
+        o.entry("apiVersion")
+            .or_insert_with(|| json!(c.rt.api_version()));
+    }
     check_name(c, &applied)?;
     check_namespace(c, &applied)?;
     let force = c.q.flag("force");
