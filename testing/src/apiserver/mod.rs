@@ -396,7 +396,8 @@ impl FakeApiServer {
 
     // ---- clients ----
 
-    /// A client as user `tester`.
+    /// A client as user `tester` (call inside a tokio runtime: kube spawns a
+    /// buffer task).
     pub fn client(&self) -> kube::Client {
         self.client_as("tester")
     }
