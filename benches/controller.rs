@@ -2,7 +2,6 @@
 //! (`cargo bench --bench controller`). Not criterion: each scenario is a
 //! whole workload, reported with its percentiles.
 
-use runyard::controller::act::reconcile_pool;
 use runyard::controller::metrics::ControllerMetrics;
 use runyard::crd::WorkerPoolSpec;
 use runyard_testing::MemoryCluster;
@@ -41,7 +40,7 @@ fn running(c: &MemoryCluster) -> Vec<String> {
 
 async fn settle(c: &MemoryCluster, m: &ControllerMetrics) {
     for _ in 0..20 {
-        let r = reconcile_pool(c, m, NS, POOL).await.expect("reconcile");
+        let r = c.reconcile(m, NS, POOL).await.expect("reconcile");
         if r.claims == 0
             && r.releases == 0
             && !r.needs_retry()
@@ -113,7 +112,7 @@ async fn main() {
     );
     let t = Instant::now();
     settle(&c, &m).await;
-    let r = reconcile_pool(&c, &m, NS, POOL).await.expect("reconcile");
+    let r = c.reconcile(&m, NS, POOL).await.expect("reconcile");
     let after = rss_mib();
     println!(
         "10,000 queued runs: RSS {before:.1} MiB at start, {stored:.1} MiB with the objects stored in the in-memory API, {after:.1} MiB after reconciling (+{:.1} MiB, which includes the 10,000 queue-note annotations and Events stored API-side); {:.0} ms per pass, {} queued",
@@ -159,7 +158,7 @@ async fn main() {
     let mut claims = 0;
     let mut passes = 0;
     while claims < 1000 {
-        let r = reconcile_pool(&c, &m, NS, POOL).await.expect("reconcile");
+        let r = c.reconcile(&m, NS, POOL).await.expect("reconcile");
         claims += r.claims;
         passes += 1;
         for name in running(&c) {
@@ -196,7 +195,7 @@ async fn main() {
         };
         c.finish_job(NS, &done, true);
         let t = Instant::now();
-        let r = reconcile_pool(&c, &m, NS, POOL).await.expect("reconcile");
+        let r = c.reconcile(&m, NS, POOL).await.expect("reconcile");
         lat.push(t.elapsed());
         assert_eq!(
             r.claims, 1,

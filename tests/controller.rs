@@ -4,7 +4,7 @@
 //! timeouts and API errors, and controllers racing without a Lease.
 
 use runyard::cluster::ClusterError;
-use runyard::controller::act::{reconcile_pool, Report};
+use runyard::controller::act::Report;
 use runyard::controller::metrics::ControllerMetrics;
 use runyard::crd::{WorkerPhase, WorkerPoolSpec};
 use runyard::vocab::{label, LABEL_WORKER};
@@ -31,7 +31,7 @@ fn cluster(size: i32) -> MemoryCluster {
 }
 
 async fn pass(c: &MemoryCluster) -> Report {
-    reconcile_pool(c, &ControllerMetrics::new(), NS, POOL)
+    c.reconcile(&ControllerMetrics::new(), NS, POOL)
         .await
         .expect("reconcile")
 }
@@ -170,11 +170,16 @@ async fn claims_by_priority_then_age_and_caps_concurrency() {
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_QUEUE))
         .expect("queue note");
-    assert_eq!(note, "position 2 of 4 in the queue; 2 of 2 workers busy");
-    assert!(c
+    // The note is the run's position only (so it changes only with it); the
+    // one Queued Event also says how busy the pool is.
+    assert_eq!(note, "position 2 in the queue");
+    let queued: Vec<_> = c
         .events()
-        .iter()
-        .any(|e| e.object == "Job/c" && e.reason == "Queued"));
+        .into_iter()
+        .filter(|e| e.object == "Job/c" && e.reason == "Queued")
+        .collect();
+    assert_eq!(queued.len(), 1, "one Queued Event per run: {queued:?}");
+    assert!(queued[0].note.contains("workers busy"), "{queued:?}");
     let status = c.pool_status(NS, POOL).expect("status");
     assert_eq!((status.busy_workers, status.queued_runs), (2, 4));
 }
@@ -312,7 +317,7 @@ async fn a_crash_between_the_claim_writes_is_repaired() {
     settle(&c).await;
     c.add_queued_job(NS, "r3", POOL, 3, None);
     // The worker write lands, the run write is lost (the controller dies).
-    c.inject(Op::PatchJob, ClusterError::Timeout, 1, false);
+    c.inject(Op::PatchJob, ClusterError::deadline(), 1, false);
     let report = pass(&c).await;
     assert_eq!(report.claims, 0);
     let busy_with_r3 = c
@@ -336,7 +341,7 @@ async fn a_timeout_that_landed_is_not_claimed_again() {
     settle(&c).await;
     c.add_queued_job(NS, "r2", POOL, 2, None);
     c.finish_job(NS, "r1", false);
-    c.inject(Op::PatchJob, ClusterError::Timeout, 1, true);
+    c.inject(Op::PatchJob, ClusterError::deadline(), 1, true);
     pass(&c).await;
     settle(&c).await;
     assert!(c.writes(Op::PatchJob) >= 1);
@@ -374,12 +379,13 @@ async fn conflicts_and_api_errors_are_retried_not_fatal() {
     assert!(job_worker(&c, "r3").is_some());
     assert_consistent(&c);
     // A failed read aborts the pass without writing anything.
-    c.inject(Op::Read, ClusterError::Timeout, 1, false);
+    c.inject(Op::Read, ClusterError::deadline(), 1, false);
     let before = c.writes(Op::WorkerStatus);
-    let err = reconcile_pool(&c, &ControllerMetrics::new(), NS, POOL)
+    let err = c
+        .reconcile(&ControllerMetrics::new(), NS, POOL)
         .await
         .expect_err("read fails");
-    assert_eq!(err, ClusterError::Timeout);
+    assert_eq!(err, ClusterError::deadline());
     assert_eq!(c.writes(Op::WorkerStatus), before);
 }
 
@@ -430,9 +436,9 @@ async fn two_controllers_racing_without_a_lease_never_double_claim() {
         let mut finished = BTreeSet::new();
         for step in 0..40 {
             let (a, b, d) = futures::join!(
-                reconcile_pool(&c, &m, NS, POOL),
-                reconcile_pool(&c, &m, NS, POOL),
-                reconcile_pool(&c, &m, NS, POOL)
+                c.reconcile(&m, NS, POOL),
+                c.reconcile(&m, NS, POOL),
+                c.reconcile(&m, NS, POOL)
             );
             claims += [a, b, d]
                 .into_iter()

@@ -157,11 +157,11 @@ async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
     let opts = runyard::controller::runtime::ControllerOptions {
         namespace: Some(ns.clone()),
         resync: Duration::from_secs(5),
-        leader_election: true,
-        lease_namespace: ns.clone(),
-        lease_name: "runyard-controller".into(),
-        identity: "e2e".into(),
-        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+        ..runyard::controller::runtime::ControllerOptions::new(
+            "e2e",
+            &ns,
+            "127.0.0.1:0".parse().expect("addr"),
+        )
     };
     let controller = tokio::spawn(runyard::controller::runtime::run(
         client.clone(),

@@ -7,7 +7,6 @@ use runyard::client::cancel::cancel;
 use runyard::client::submit::{job_from_flags, submit, Progress, RunSpec, SubmitOptions, Summary};
 use runyard::client::{EXIT_CANCELLED, EXIT_TIMEOUT};
 use runyard::cluster::RunWrites;
-use runyard::controller::act::reconcile_pool;
 use runyard::controller::metrics::ControllerMetrics;
 use runyard::crd::WorkerPoolSpec;
 use runyard::vocab::{label, LABEL_RUN_ID, LABEL_WORKER};
@@ -68,7 +67,7 @@ async fn simulate(c: &MemoryCluster, done: &AtomicBool, script: Script, lines: u
     let m = ControllerMetrics::new();
     let mut started: Vec<String> = Vec::new();
     while !done.load(Ordering::SeqCst) {
-        let _ = reconcile_pool(c, &m, NS, POOL).await;
+        let _ = c.reconcile(&m, NS, POOL).await;
         for job in c.all_jobs(NS) {
             let name = job.metadata.name.clone().unwrap_or_default();
             let claimed = job.spec.as_ref().and_then(|s| s.suspend) == Some(false)
@@ -199,8 +198,8 @@ async fn submit_waits_streams_logs_across_a_dropped_stream_and_exits_with_the_wo
     let c = cluster_with_busy_pool();
     // Another run holds the only worker for a moment.
     c.add_queued_job(NS, "other", POOL, 1, None);
-    let _ = reconcile_pool(&c, &ControllerMetrics::new(), NS, POOL).await;
-    let _ = reconcile_pool(&c, &ControllerMetrics::new(), NS, POOL).await;
+    let _ = c.reconcile(&ControllerMetrics::new(), NS, POOL).await;
+    let _ = c.reconcile(&ControllerMetrics::new(), NS, POOL).await;
     c.drop_log_stream_after(2);
     let (_tx, rx) = watch::channel(0u32);
     let free_later = async {
@@ -215,7 +214,7 @@ async fn submit_waits_streams_logs_across_a_dropped_stream_and_exits_with_the_wo
     assert_eq!(summary.exit_code, 3);
     assert_eq!(summary.result, "Failed");
     assert!(
-        status.contains("queued: position 1 of 1; 1 of 1 workers busy"),
+        status.contains("queued: position 1 in the queue"),
         "{status}"
     );
     assert!(status.contains("claimed by worker"), "{status}");
@@ -316,8 +315,8 @@ async fn cancelling_a_queued_run_removes_it_and_a_running_one_is_stopped() {
 
     // A running run whose worker ignores the stop: deleted after the grace period.
     c.add_queued_job(NS, "stubborn", POOL, 2, None);
-    let _ = reconcile_pool(&c, &ControllerMetrics::new(), NS, POOL).await;
-    let _ = reconcile_pool(&c, &ControllerMetrics::new(), NS, POOL).await;
+    let _ = c.reconcile(&ControllerMetrics::new(), NS, POOL).await;
+    let _ = c.reconcile(&ControllerMetrics::new(), NS, POOL).await;
     let job = c.job(NS, "stubborn").expect("job");
     let worker = label(&job.metadata, LABEL_WORKER)
         .expect("claimed")

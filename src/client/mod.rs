@@ -10,7 +10,7 @@ pub mod submit;
 
 use crate::cluster::{ClientApi, ClusterError};
 use crate::controller::model::RunKey;
-use crate::vocab::{controlling_job, label, LABEL_POOL};
+use crate::vocab::controlling_job;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -64,12 +64,9 @@ pub(crate) async fn job_pods<C: ClientApi>(
     ns: &str,
     job: &Job,
 ) -> Result<Vec<Pod>, ClientError> {
-    let Some(pool) = label(&job.metadata, LABEL_POOL) else {
-        return Ok(Vec::new());
-    };
     let name = job.name_any();
     let pods = c
-        .pods(ns, pool)
+        .job_pods(ns, &name)
         .await
         .map_err(cluster("listing the run's pods"))?;
     Ok(pods

@@ -8,11 +8,12 @@ use super::{
     cluster, finished_phase, job_pods, ClientError, EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT,
 };
 use crate::cluster::ClientApi;
-use crate::controller::model::{queue, RunKey};
+use crate::controller::model::RunKey;
 use crate::vocab::{
-    annotation, label, RunResult, ANNOTATION_PRIORITY, ANNOTATION_RESULT, ANNOTATION_SOURCE_SHA256,
-    ANNOTATION_SOURCE_URL, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER,
+    annotation, label, RunResult, ANNOTATION_PRIORITY, ANNOTATION_QUEUE, ANNOTATION_RESULT,
+    ANNOTATION_SOURCE_SHA256, ANNOTATION_SOURCE_URL, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER,
 };
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -169,6 +170,12 @@ pub async fn submit<C: ClientApi>(
 
     let spinner = ['|', '/', '-', '\\'];
     let mut tick = 0usize;
+    // The run's own Job, through a watch: its queue note, its claim, its end.
+    let mut updates = c
+        .watch_job(ns, &name)
+        .await
+        .map_err(cluster("watching the run Job"))?;
+    let mut latest: Option<Option<Job>> = None;
     let mut last_note = String::new();
     let mut claimed_at: Option<Instant> = None;
     let mut follower = LogFollower::new();
@@ -209,11 +216,21 @@ pub async fn submit<C: ClientApi>(
             }
         }
 
-        let Some(job) = c
-            .get_job(ns, &name)
-            .await
-            .map_err(cluster("reading the run Job"))?
-        else {
+        // Everything the watch has delivered so far.
+        while let Some(Some(update)) = futures::FutureExt::now_or_never(updates.next()) {
+            match update {
+                Ok(job) => latest = Some(job),
+                Err(e) => tracing::debug!(error = %e, "watch of the run Job interrupted"),
+            }
+        }
+        let current = match latest.clone() {
+            Some(job) => job,
+            None => c
+                .get_job(ns, &name)
+                .await
+                .map_err(cluster("reading the run Job"))?,
+        };
+        let Some(job) = current else {
             summary.result = if cancelled {
                 RunResult::Cancelled
             } else {
@@ -230,7 +247,10 @@ pub async fn submit<C: ClientApi>(
         let queued = job.spec.as_ref().and_then(|s| s.suspend) == Some(true)
             && label(&job.metadata, LABEL_WORKER).is_none();
         if queued {
-            let note = queue_note(c, ns, &pool, &name).await;
+            let note = match annotation(&job.metadata, ANNOTATION_QUEUE) {
+                Some(position) => format!("queued: {position}"),
+                None => "queued".to_string(),
+            };
             match opts.progress {
                 Progress::Spinner => {
                     let _ = write!(
@@ -323,6 +343,15 @@ pub async fn submit<C: ClientApi>(
         tokio::select! {
             _ = tokio::time::sleep(opts.poll) => {}
             _ = interrupts.changed() => {}
+            update = updates.next() => match update {
+                Some(Ok(job)) => latest = Some(job),
+                Some(Err(e)) => tracing::debug!(error = %e, "watch of the run Job interrupted"),
+                // The watch ended: read the Job directly from now on.
+                None => {
+                    latest = None;
+                    updates = futures::stream::pending().boxed();
+                }
+            },
         }
     }
     summary.duration_seconds = started.elapsed().as_secs_f64();
@@ -334,32 +363,6 @@ pub async fn submit<C: ClientApi>(
         summary.exit_code
     );
     Ok(summary)
-}
-
-/// "queued: position 2 of 5; 3 of 3 workers busy".
-async fn queue_note<C: ClientApi>(c: &C, ns: &str, pool: &str, job: &str) -> String {
-    let Ok(objects) = c.snapshot(ns, pool).await else {
-        return "queued".into();
-    };
-    let Some(pool_obj) = &objects.pool else {
-        return format!("queued, but pool {pool} does not exist");
-    };
-    let snap = objects.model();
-    let q = queue(&snap.runs);
-    let busy = snap
-        .workers
-        .iter()
-        .filter(|w| w.current_run.is_some())
-        .count();
-    let position = q
-        .iter()
-        .position(|r| r.key == RunKey::job(job))
-        .map_or(0, |p| p + 1);
-    format!(
-        "queued: position {position} of {}; {busy} of {} workers busy",
-        q.len(),
-        pool_obj.spec.pool_size
-    )
 }
 
 #[cfg(test)]

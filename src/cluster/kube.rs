@@ -1,6 +1,9 @@
 //! [`ControllerApi`] and [`ClientApi`] over kube-rs.
 
-use super::{ClientApi, ClusterError, ControllerApi, LogLines, PoolReads, Result, RunWrites};
+use super::{
+    ClientApi, ClusterError, ControllerApi, JobUpdates, LogLines, PoolReads, Result, RunWrites,
+    JOB_NAME_LABEL,
+};
 use crate::controller::model::JobSummary;
 use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
 use crate::vocab::{FIELD_MANAGER, LABEL_POOL, LABEL_WORKER_POOL};
@@ -10,25 +13,58 @@ use kube::api::{
     Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
 };
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::Client;
+use kube::{Client, Resource};
 use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
 
 impl From<kube::Error> for ClusterError {
     fn from(e: kube::Error) -> Self {
         match &e {
             kube::Error::Api(s) if s.code == 409 => Self::Conflict,
             kube::Error::Api(s) if s.code == 404 => Self::NotFound,
-            kube::Error::Api(s) if s.code == 504 || s.code == 408 => Self::Timeout,
-            kube::Error::HyperError(_) | kube::Error::Service(_) => {
-                let text = e.to_string();
-                if text.contains("timed out") || text.contains("timeout") {
-                    Self::Timeout
-                } else {
-                    Self::Api(text)
-                }
+            kube::Error::Api(s) if s.code == 504 || s.code == 408 || s.reason == "Timeout" => {
+                Self::Timeout(Some(Arc::new(e)))
             }
-            _ => Self::Api(e.to_string()),
+            _ if is_timeout(&e) => Self::Timeout(Some(Arc::new(e))),
+            _ => Self::Kube(Arc::new(e)),
         }
+    }
+}
+
+/// Whether a transport error is a timeout: an I/O `TimedOut`, hyper's or
+/// tokio's timeout anywhere in the error's chain (typed, not by its text).
+fn is_timeout(e: &kube::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+            || err.is::<tokio::time::error::Elapsed>()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// Default deadline of one API call (watches excepted).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, bounded by `deadline`.
+async fn bounded<T>(
+    deadline: Duration,
+    fut: impl std::future::Future<Output = std::result::Result<T, kube::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(r) => r.map_err(ClusterError::from),
+        Err(_) => Err(ClusterError::deadline()),
     }
 }
 
@@ -37,6 +73,8 @@ impl From<kube::Error> for ClusterError {
 pub struct KubeCluster {
     client: Client,
     recorder: Recorder,
+    /// Deadline of every call (a hung API server is a timeout, not a hang).
+    timeout: Duration,
 }
 
 impl KubeCluster {
@@ -48,24 +86,67 @@ impl KubeCluster {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// The same, with another deadline per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), ns)
+    }
+}
+
+/// Patch parameters of the controller's writes: its field manager, so that
+/// `kubectl get -o yaml --show-managed-fields` says who owns what.
+fn owned() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+fn posted() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
     }
 }
 
 /// Page size of list calls.
 const PAGE: u32 = 500;
 
-/// Deletes (background propagation); an object already gone is fine.
-async fn delete_if_present<K>(api: Api<K>, name: &str) -> Result<()>
+/// Deletes (background propagation, optionally only at resourceVersion `rv`);
+/// an object already gone is fine.
+async fn delete_if_present<K>(
+    api: Api<K>,
+    name: &str,
+    rv: Option<&str>,
+    deadline: Duration,
+) -> Result<()>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) => match ClusterError::from(e) {
-            ClusterError::NotFound => Ok(()),
-            other => Err(other),
-        },
+    let dp = DeleteParams {
+        preconditions: rv.map(|rv| Preconditions {
+            resource_version: Some(rv.to_string()),
+            uid: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match bounded(deadline, api.delete(name, &dp)).await {
+        Ok(_) | Err(ClusterError::NotFound) => Ok(()),
+        Err(other) => Err(other),
     }
 }
 
@@ -75,15 +156,12 @@ fn selector(pool: &str) -> ListParams {
 
 impl PoolReads for KubeCluster {
     async fn pool(&self, ns: &str, name: &str) -> Result<Option<WorkerPool>> {
-        Ok(Api::<WorkerPool>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await?)
+        bounded(self.timeout, self.api::<WorkerPool>(ns).get_opt(name)).await
     }
 
     async fn workers(&self, ns: &str, pool: &str) -> Result<Vec<Worker>> {
-        let lp = ListParams::default().labels(&format!("{}={pool}", LABEL_WORKER_POOL));
-        Ok(Api::<Worker>::namespaced(self.client.clone(), ns)
-            .list(&lp)
+        let lp = ListParams::default().labels(&format!("{LABEL_WORKER_POOL}={pool}"));
+        Ok(bounded(self.timeout, self.api::<Worker>(ns).list(&lp))
             .await?
             .items)
     }
@@ -91,11 +169,11 @@ impl PoolReads for KubeCluster {
     async fn jobs(&self, ns: &str, pool: &str) -> Result<Vec<JobSummary>> {
         // Paged and summarised as it arrives: a long queue never sits in
         // memory as full objects.
-        let api = Api::<Job>::namespaced(self.client.clone(), ns);
+        let api = self.api::<Job>(ns);
         let mut out = Vec::new();
         let mut lp = selector(pool).limit(PAGE);
         loop {
-            let page = api.list(&lp).await?;
+            let page = bounded(self.timeout, api.list(&lp)).await?;
             out.extend(page.items.iter().map(JobSummary::of));
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => lp = lp.continue_token(&token),
@@ -105,66 +183,61 @@ impl PoolReads for KubeCluster {
     }
 
     async fn pods(&self, ns: &str, pool: &str) -> Result<Vec<Pod>> {
-        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
-            .list(&selector(pool))
-            .await?
-            .items)
+        Ok(
+            bounded(self.timeout, self.api::<Pod>(ns).list(&selector(pool)))
+                .await?
+                .items,
+        )
     }
 }
 
 impl RunWrites for KubeCluster {
     async fn patch_job(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
-        Api::<Job>::namespaced(self.client.clone(), ns)
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-        Ok(())
+        bounded(
+            self.timeout,
+            self.api::<Job>(ns)
+                .patch(name, &owned(), &Patch::Merge(patch)),
+        )
+        .await
+        .map(drop)
     }
 
     async fn patch_pod(&self, ns: &str, name: &str, patch: &Value) -> Result<()> {
-        Api::<Pod>::namespaced(self.client.clone(), ns)
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-        Ok(())
+        bounded(
+            self.timeout,
+            self.api::<Pod>(ns)
+                .patch(name, &owned(), &Patch::Merge(patch)),
+        )
+        .await
+        .map(drop)
     }
 
     async fn delete_pod(&self, ns: &str, name: &str) -> Result<()> {
-        delete_if_present(Api::<Pod>::namespaced(self.client.clone(), ns), name).await
+        delete_if_present(self.api::<Pod>(ns), name, None, self.timeout).await
     }
 
     async fn delete_pod_at(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: Some(rv.to_string()),
-                uid: None,
-            }),
-            ..DeleteParams::background()
-        };
-        match Api::<Pod>::namespaced(self.client.clone(), ns)
-            .delete(name, &dp)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match ClusterError::from(e) {
-                ClusterError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
+        delete_if_present(self.api::<Pod>(ns), name, Some(rv), self.timeout).await
     }
 }
 
 impl ControllerApi for KubeCluster {
     async fn create_worker(&self, ns: &str, worker: &Worker) -> Result<Worker> {
-        Ok(Api::<Worker>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), worker)
-            .await?)
+        bounded(
+            self.timeout,
+            self.api::<Worker>(ns).create(&posted(), worker),
+        )
+        .await
     }
 
     async fn replace_worker_status(&self, ns: &str, worker: &Worker) -> Result<Worker> {
-        let api = Api::<Worker>::namespaced(self.client.clone(), ns);
         let name = worker.metadata.name.clone().unwrap_or_default();
-        Ok(api
-            .replace_status(&name, &PostParams::default(), worker)
-            .await?)
+        bounded(
+            self.timeout,
+            self.api::<Worker>(ns)
+                .replace_status(&name, &posted(), worker),
+        )
+        .await
     }
 
     async fn delete_worker(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
@@ -175,23 +248,35 @@ impl ControllerApi for KubeCluster {
             }),
             ..DeleteParams::default()
         };
-        Api::<Worker>::namespaced(self.client.clone(), ns)
-            .delete(name, &dp)
-            .await?;
-        Ok(())
+        bounded(self.timeout, self.api::<Worker>(ns).delete(name, &dp))
+            .await
+            .map(drop)
     }
 
+    /// Server-side apply of the whole status: it is derived, owned by the
+    /// controller's field manager alone.
     async fn patch_pool_status(
         &self,
         ns: &str,
         name: &str,
         status: &WorkerPoolStatus,
     ) -> Result<()> {
-        let patch = serde_json::json!({ "status": status });
-        Api::<WorkerPool>::namespaced(self.client.clone(), ns)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
+        let apply = serde_json::json!({
+            "apiVersion": WorkerPool::api_version(&()),
+            "kind": WorkerPool::kind(&()),
+            "metadata": { "name": name },
+            "status": status,
+        });
+        bounded(
+            self.timeout,
+            self.api::<WorkerPool>(ns).patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&apply),
+            ),
+        )
+        .await
+        .map(drop)
     }
 
     async fn printed_since(
@@ -207,9 +292,7 @@ impl ControllerApi for KubeCluster {
             limit_bytes: Some(1),
             ..LogParams::default()
         };
-        let text = Api::<Pod>::namespaced(self.client.clone(), ns)
-            .logs(pod, &lp)
-            .await?;
+        let text = bounded(self.timeout, self.api::<Pod>(ns).logs(pod, &lp)).await?;
         Ok(!text.is_empty())
     }
 
@@ -231,39 +314,63 @@ impl ControllerApi for KubeCluster {
             action: reason.to_string(),
             secondary: None,
         };
-        self.recorder.publish(&ev, regarding).await?;
-        Ok(())
+        bounded(self.timeout, self.recorder.publish(&ev, regarding)).await
     }
 }
 
 impl ClientApi for KubeCluster {
     async fn pools(&self, ns: &str) -> Result<Vec<WorkerPool>> {
-        Ok(Api::<WorkerPool>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default())
+        Ok(bounded(
+            self.timeout,
+            self.api::<WorkerPool>(ns).list(&ListParams::default()),
+        )
+        .await?
+        .items)
+    }
+
+    async fn create_job(&self, ns: &str, job: &Job) -> Result<Job> {
+        bounded(
+            self.timeout,
+            self.api::<Job>(ns).create(&PostParams::default(), job),
+        )
+        .await
+    }
+
+    async fn get_job(&self, ns: &str, name: &str) -> Result<Option<Job>> {
+        bounded(self.timeout, self.api::<Job>(ns).get_opt(name)).await
+    }
+
+    async fn delete_job(&self, ns: &str, name: &str) -> Result<()> {
+        delete_if_present(self.api::<Job>(ns), name, None, self.timeout).await
+    }
+
+    async fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
+        bounded(self.timeout, self.api::<Pod>(ns).get_opt(name)).await
+    }
+
+    async fn job_pods(&self, ns: &str, job: &str) -> Result<Vec<Pod>> {
+        let lp = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job}"));
+        Ok(bounded(self.timeout, self.api::<Pod>(ns).list(&lp))
             .await?
             .items)
     }
 
-    async fn create_job(&self, ns: &str, job: &Job) -> Result<Job> {
-        Ok(Api::<Job>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), job)
-            .await?)
-    }
-
-    async fn get_job(&self, ns: &str, name: &str) -> Result<Option<Job>> {
-        Ok(Api::<Job>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await?)
-    }
-
-    async fn delete_job(&self, ns: &str, name: &str) -> Result<()> {
-        delete_if_present(Api::<Job>::namespaced(self.client.clone(), ns), name).await
-    }
-
-    async fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
-        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
-            .get_opt(name)
-            .await?)
+    async fn watch_job(&self, ns: &str, name: &str) -> Result<JobUpdates> {
+        use futures::StreamExt;
+        let wc = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        use kube::runtime::WatchStreamExt;
+        let stream = kube::runtime::watcher(self.api::<Job>(ns), wc)
+            .default_backoff()
+            .filter_map(|event| async move {
+                use kube::runtime::watcher::Event as W;
+                match event {
+                    Ok(W::Apply(job) | W::InitApply(job)) => Some(Ok(Some(job))),
+                    Ok(W::Delete(_)) => Some(Ok(None)),
+                    Ok(W::Init | W::InitDone) => None,
+                    Err(e) => Some(Err(ClusterError::Api(e.to_string()))),
+                }
+            });
+        Ok(stream.boxed())
     }
 
     async fn follow_logs(
@@ -281,9 +388,7 @@ impl ClientApi for KubeCluster {
             since_time: since,
             ..LogParams::default()
         };
-        let reader = Api::<Pod>::namespaced(self.client.clone(), ns)
-            .log_stream(pod, &lp)
-            .await?;
+        let reader = bounded(self.timeout, self.api::<Pod>(ns).log_stream(pod, &lp)).await?;
         Ok(reader
             .lines()
             .map_err(|e| ClusterError::Api(e.to_string()))

@@ -7,7 +7,7 @@
 
 mod kube;
 
-pub use self::kube::KubeCluster;
+pub use self::kube::{KubeCluster, DEFAULT_CALL_TIMEOUT};
 
 use crate::controller::model::{model_snapshot, JobSummary, RunKey, RunKind, Snapshot};
 use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
@@ -15,27 +15,50 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use serde_json::Value;
 use std::future::Future;
+use std::sync::Arc;
 
-/// Why a write or read failed; `label()` is the metric label.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a write or read failed; `label()` is the metric label. Errors from
+/// the API keep the kube error as their source.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     #[error("conflict: the object changed since it was read")]
     Conflict,
     #[error("not found")]
     NotFound,
-    #[error("timed out")]
-    Timeout,
+    /// No answer in time: runyard's own deadline for the call (`None`), or
+    /// the server's or the transport's timeout.
+    #[error("timed out{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_else(|| " (no answer within the call's deadline)".into()))]
+    Timeout(#[source] Option<Arc<::kube::Error>>),
+    /// Any other error of the API, from kube.
+    #[error("API error: {0}")]
+    Kube(#[source] Arc<::kube::Error>),
+    /// Any other error, described.
     #[error("API error: {0}")]
     Api(String),
 }
 
+impl PartialEq for ClusterError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Api(a), Self::Api(b)) => a == b,
+            (Self::Kube(a), Self::Kube(b)) => a.to_string() == b.to_string(),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
 impl ClusterError {
+    /// runyard's own deadline for a call passed.
+    pub fn deadline() -> Self {
+        Self::Timeout(None)
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Self::Conflict => "conflict",
             Self::NotFound => "not_found",
-            Self::Timeout => "timeout",
-            Self::Api(_) => "api",
+            Self::Timeout(_) => "timeout",
+            Self::Kube(_) | Self::Api(_) => "api",
         }
     }
 }
@@ -45,9 +68,17 @@ pub type Result<T> = std::result::Result<T, ClusterError>;
 /// Lines of a followed log.
 pub type LogLines = futures::stream::BoxStream<'static, Result<String>>;
 
+/// The states of one Job as a watch sees them (`None`: deleted).
+pub type JobUpdates = futures::stream::BoxStream<'static, Result<Option<Job>>>;
+
+/// The label the Job controller puts on a Job's pods.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
 /// One pool's objects, as read.
 #[derive(Debug, Clone, Default)]
 pub struct PoolObjects {
+    /// The pool's name (also when the pool itself is gone).
+    pub name: String,
     pub pool: Option<WorkerPool>,
     pub workers: Vec<Worker>,
     pub jobs: Vec<JobSummary>,
@@ -57,7 +88,9 @@ pub struct PoolObjects {
 impl PoolObjects {
     /// The model's view of these objects.
     pub fn model(&self) -> Snapshot {
-        model_snapshot(self.pool.as_ref(), &self.workers, &self.jobs, &self.pods)
+        let mut s = model_snapshot(self.pool.as_ref(), &self.workers, &self.jobs, &self.pods);
+        s.pool_name.clone_from(&self.name);
+        s
     }
 }
 
@@ -81,6 +114,7 @@ pub trait PoolReads: Send + Sync {
                 self.pods(ns, pool)
             );
             Ok(PoolObjects {
+                name: pool.to_string(),
                 pool: p?,
                 workers: workers?,
                 jobs: jobs?,
@@ -133,8 +167,8 @@ pub trait RunWrites: Send + Sync {
     }
 }
 
-/// What the controller reads and writes.
-pub trait ControllerApi: PoolReads + RunWrites {
+/// What the controller writes (it reads from its watch caches).
+pub trait ControllerApi: RunWrites {
     /// Creates a worker; the returned object carries its resourceVersion.
     fn create_worker(
         &self,
@@ -186,6 +220,10 @@ pub trait ClientApi: PoolReads + RunWrites {
     fn get_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Job>>> + Send;
     fn delete_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
     fn get_pod(&self, ns: &str, name: &str) -> impl Future<Output = Result<Option<Pod>>> + Send;
+    /// The pods of a Job (by the Job controller's job-name label).
+    fn job_pods(&self, ns: &str, job: &str) -> impl Future<Output = Result<Vec<Pod>>> + Send;
+    /// Watches one Job (its queue position, its claim, its end).
+    fn watch_job(&self, ns: &str, name: &str) -> impl Future<Output = Result<JobUpdates>> + Send;
     /// Follows a container's log from `since` (inclusive), each line prefixed
     /// with its RFC 3339 timestamp and a space. The stream may end early (a
     /// dropped connection); callers reconnect.

@@ -53,7 +53,7 @@ pub(super) async fn run(args: &CertsArgs) -> Result<()> {
     };
     let client = if p.needs_cluster() {
         Some(
-            kube::Client::try_default()
+            super::client()
                 .await
                 .context("connecting to the cluster (for --secret / --patch-webhook)")?,
         )

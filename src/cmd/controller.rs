@@ -1,9 +1,10 @@
 //! `runyard controller`.
 
-use super::{check_server, parse_duration};
+use super::{check_server, client, parse_duration};
+use crate::controller::lease::LeaseTimings;
 use crate::controller::runtime::ControllerOptions;
 use crate::shutdown::Shutdown;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +37,22 @@ pub struct ControllerArgs {
     /// Identity in the Lease (default: $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// How long a Lease is valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// The leader stops acting when it could not renew for this long (less
+    /// than --lease-duration, so it has stopped before a standby takes over).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often the leader renews and standbys try.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub lease_retry_period: Duration,
+    /// Deadline of every API call (a hung API server is a timeout, retried).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+    /// Pools reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
     /// Plain-HTTP listener for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -43,9 +60,12 @@ pub struct ControllerArgs {
 
 /// `runyard controller`: runs until SIGTERM/SIGINT, then releases the Lease.
 pub(super) async fn run(args: &ControllerArgs) -> Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the cluster")?;
+    if args.lease_renew_deadline >= args.lease_duration
+        || args.lease_retry_period >= args.lease_renew_deadline
+    {
+        anyhow::bail!("need --lease-retry-period < --lease-renew-deadline < --lease-duration");
+    }
+    let client = client().await?;
     check_server(&client).await?;
     let own_namespace = std::env::var("POD_NAMESPACE")
         .ok()
@@ -72,6 +92,13 @@ pub(super) async fn run(args: &ControllerArgs) -> Result<()> {
         lease_namespace: args.lease_namespace.clone().unwrap_or(own_namespace),
         lease_name: args.lease_name.clone(),
         identity,
+        lease_timings: LeaseTimings {
+            duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry: args.lease_retry_period,
+        },
+        api_timeout: args.api_timeout,
+        concurrency: args.concurrency.max(1),
         metrics_listen: args.metrics_listen,
     };
     tracing::info!(namespace = ?namespace, identity = %opts.identity, "controller starting");

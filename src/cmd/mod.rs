@@ -172,11 +172,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) async fn cluster_in(
     explicit: Option<&str>,
 ) -> Result<(crate::cluster::KubeCluster, String)> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the cluster")?;
+    let client = client().await?;
     let ns = explicit.map_or_else(|| client.default_namespace().to_string(), str::to_string);
     Ok((crate::cluster::KubeCluster::new(client, None), ns))
+}
+
+/// How long connecting to the API server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of the cluster from the kubeconfig (or the in-cluster
+/// environment), with a connect timeout; calls get their own deadlines, and
+/// watches kube's idle timeout.
+pub(crate) async fn client() -> Result<kube::Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("finding the cluster (kubeconfig or in-cluster environment)")?;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    kube::Client::try_from(config).context("connecting to the cluster")
 }
 
 pub(crate) async fn check_server(client: &kube::Client) -> Result<()> {

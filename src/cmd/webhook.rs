@@ -72,7 +72,7 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
             (facts, Arc::new(pools))
         }
         None => {
-            let client = kube::Client::try_default()
+            let client = super::client()
                 .await
                 .context("connecting to the cluster (use --pools FILE to run without one)")?;
             let info = client

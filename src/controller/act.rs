@@ -7,7 +7,7 @@
 use super::metrics::ControllerMetrics;
 use super::model::decide::{logs_probes, pool_status};
 use super::model::{decide, Action, Counts, RunKey, RunKind};
-use crate::cluster::{ClusterError, ControllerApi};
+use crate::cluster::{ClusterError, ControllerApi, PoolObjects};
 use crate::crd::{Worker, WorkerPhase, WorkerPool, WorkerSpec, WorkerStatus};
 use crate::vocab::{
     RunResult, ANNOTATION_CLAIMED_AT, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_POOL,
@@ -24,6 +24,43 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// An object this pass wrote: until the controller's cache shows the write,
+/// a pass would decide on a view older than its own writes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Written {
+    /// Changed from this resourceVersion.
+    Changed {
+        kind: Kind,
+        name: String,
+        from: String,
+    },
+    Created {
+        kind: Kind,
+        name: String,
+    },
+    Deleted {
+        kind: Kind,
+        name: String,
+    },
+}
+
+/// Kinds of objects the controller writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Worker,
+    Job,
+    Pod,
+}
+
+impl From<RunKind> for Kind {
+    fn from(k: RunKind) -> Self {
+        match k {
+            RunKind::Job => Self::Job,
+            RunKind::Pod => Self::Pod,
+        }
+    }
+}
+
 /// What one reconcile did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Report {
@@ -34,6 +71,8 @@ pub struct Report {
     pub counts: Counts,
     /// The pool exists.
     pub pool_exists: bool,
+    /// The writes that landed.
+    pub written: Vec<Written>,
 }
 
 impl Report {
@@ -43,15 +82,17 @@ impl Report {
     }
 }
 
-/// Reconciles one pool.
+/// Reconciles one pool from its objects as the controller's caches hold them
+/// (or as a test reads them): probe the logs the decision needs, decide,
+/// write. Never fails: write errors are in the report, and the next pass
+/// decides again.
 pub async fn reconcile_pool<C: ControllerApi>(
     c: &C,
     metrics: &ControllerMetrics,
     ns: &str,
-    pool_name: &str,
-) -> Result<Report, ClusterError> {
+    mut objects: PoolObjects,
+) -> Report {
     let started = Instant::now();
-    let mut objects = c.snapshot(ns, pool_name).await?;
     objects.pool = objects
         .pool
         .filter(|p| p.metadata.deletion_timestamp.is_none());
@@ -71,7 +112,7 @@ pub async fn reconcile_pool<C: ControllerApi>(
         c,
         metrics,
         ns,
-        pool_name,
+        pool_name: &objects.name,
         pool,
         workers: objects
             .workers
@@ -81,7 +122,16 @@ pub async fn reconcile_pool<C: ControllerApi>(
         runs: snap
             .runs
             .iter()
-            .map(|r| (r.key.clone(), (r.uid.clone(), r.other_gates.clone())))
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    RunFacts {
+                        uid: r.uid.clone(),
+                        other_gates: r.other_gates.clone(),
+                        rv: r.resource_version.clone(),
+                    },
+                )
+            })
             .collect(),
         report: Report {
             counts,
@@ -92,12 +142,21 @@ pub async fn reconcile_pool<C: ControllerApi>(
     for action in actions {
         exec.apply(action).await;
     }
-    if let Some(p) = pool {
-        exec.write_status(p).await;
+    match pool {
+        Some(p) => exec.write_status(p).await,
+        None => metrics.forget_pool(ns, &objects.name),
     }
     let report = exec.report;
-    metrics.observe_reconcile(pool_name, started.elapsed());
-    Ok(report)
+    metrics.observe_reconcile(ns, &objects.name, started.elapsed());
+    report
+}
+
+/// What the writes need to know of a run.
+struct RunFacts {
+    uid: Option<String>,
+    /// Scheduling gates of a Pod other than runyard's (kept when ungating).
+    other_gates: Vec<String>,
+    rv: String,
 }
 
 struct Exec<'a, C> {
@@ -108,8 +167,7 @@ struct Exec<'a, C> {
     pool: Option<&'a WorkerPool>,
     /// The workers as this pass last wrote or read them.
     workers: BTreeMap<String, Worker>,
-    /// Each run's uid (for Events) and its scheduling gates other than runyard's.
-    runs: BTreeMap<RunKey, (Option<String>, Vec<String>)>,
+    runs: BTreeMap<RunKey, RunFacts>,
     report: Report,
 }
 
@@ -130,7 +188,7 @@ impl<C: ControllerApi> Exec<'_, C> {
 
     /// An ObjectReference to a run of this pass (for Events).
     fn reference(&self, run: &RunKey) -> Option<ObjectReference> {
-        let (uid, _) = self.runs.get(run)?;
+        let uid = &self.runs.get(run)?.uid;
         let (api_version, kind) = match run.kind {
             RunKind::Job => ("batch/v1", "Job"),
             RunKind::Pod => ("v1", "Pod"),
@@ -176,12 +234,22 @@ impl<C: ControllerApi> Exec<'_, C> {
         if !expected_rv.is_empty() && w.metadata.resource_version.as_deref() != Some(expected_rv) {
             return Err(ClusterError::Conflict);
         }
+        let from = w.metadata.resource_version.clone().unwrap_or_default();
         let mut updated = w.clone();
         let status = updated.status.get_or_insert_with(Default::default);
         f(status);
         let written = self.c.replace_worker_status(self.ns, &updated).await?;
         self.workers.insert(name.to_string(), written);
+        self.wrote(Written::Changed {
+            kind: Kind::Worker,
+            name: name.to_string(),
+            from,
+        });
         Ok(())
+    }
+
+    fn wrote(&mut self, w: Written) {
+        self.report.written.push(w);
     }
 
     fn claim_patch(
@@ -225,17 +293,30 @@ impl<C: ControllerApi> Exec<'_, C> {
         patch
     }
 
-    async fn patch_run(&self, run: &RunKey, patch: &Value) -> Result<(), ClusterError> {
-        self.c.patch_run(self.ns, run, patch).await
+    async fn patch_run(&mut self, run: &RunKey, patch: &Value) -> Result<(), ClusterError> {
+        self.c.patch_run(self.ns, run, patch).await?;
+        if let Some(facts) = self.runs.get(run) {
+            let from = facts.rv.clone();
+            self.wrote(Written::Changed {
+                kind: run.kind.into(),
+                name: run.name.clone(),
+                from,
+            });
+        }
+        Ok(())
     }
 
     async fn apply(&mut self, action: Action) {
         match action {
-            Action::CreateWorker => self.create_worker().await,
+            Action::CreateWorker { name } => self.create_worker(name).await,
             Action::DeleteWorker { worker, rv } => {
                 match self.c.delete_worker(self.ns, &worker, &rv).await {
                     Ok(()) | Err(ClusterError::NotFound) => {
                         self.workers.remove(&worker);
+                        self.wrote(Written::Deleted {
+                            kind: Kind::Worker,
+                            name: worker,
+                        });
                     }
                     Err(e) => self.failed("deleting a worker", e),
                 }
@@ -264,7 +345,7 @@ impl<C: ControllerApi> Exec<'_, C> {
                 match self.patch_run(&run, &patch).await {
                     Ok(()) => {
                         self.report.claims += 1;
-                        self.metrics.claimed(self.pool_name);
+                        self.metrics.claimed(self.ns, self.pool_name);
                         self.event(
                             &run,
                             false,
@@ -307,7 +388,13 @@ impl<C: ControllerApi> Exec<'_, C> {
             }
             Action::RecordResult { run, outcome } => self.record(&run, outcome).await,
             Action::DeletePod { name, reason } => match self.c.delete_pod(self.ns, &name).await {
-                Ok(()) => tracing::debug!(pod = %name, reason, "deleted run pod"),
+                Ok(()) => {
+                    tracing::debug!(pod = %name, reason, "deleted run pod");
+                    self.wrote(Written::Deleted {
+                        kind: Kind::Pod,
+                        name,
+                    });
+                }
                 Err(e) => self.failed("deleting a run pod", e),
             },
             Action::FailRun {
@@ -315,10 +402,16 @@ impl<C: ControllerApi> Exec<'_, C> {
                 reason,
                 message,
             } => self.fail_run(&run, reason, &message).await,
-            Action::QueueNote { run, note, .. } => {
+            Action::QueueNote {
+                run, note, event, ..
+            } => {
                 let patch = json!({ "metadata": { "annotations": { ANNOTATION_QUEUE: note } } });
                 match self.patch_run(&run, &patch).await {
-                    Ok(()) => self.event(&run, false, "Queued", &note).await,
+                    Ok(()) => {
+                        if let Some(text) = event {
+                            self.event(&run, false, "Queued", &text).await;
+                        }
+                    }
                     Err(ClusterError::NotFound) => {}
                     Err(e) => self.failed("updating a queue note", e),
                 }
@@ -332,6 +425,10 @@ impl<C: ControllerApi> Exec<'_, C> {
             Action::DeleteForeignPod { pod, pod_rv, job } => {
                 match self.c.delete_pod_at(self.ns, &pod, &pod_rv).await {
                     Ok(()) => {
+                        self.wrote(Written::Deleted {
+                            kind: Kind::Pod,
+                            name: pod.clone(),
+                        });
                         self.metrics.escaped(self.ns, self.pool_name, "Pod");
                         let note = format!("deleted pod {pod}: its Job {job} is not a run of pool {} (label the Job {LABEL_POOL}={}, not only its pod template)", self.pool_name, self.pool_name);
                         self.pool_event(true, ESCAPED_QUEUE, &note).await;
@@ -352,9 +449,18 @@ impl<C: ControllerApi> Exec<'_, C> {
                     "metadata": { "resourceVersion": rv, "labels": { LABEL_WORKER: null } },
                     "spec": { "suspend": true },
                 });
-                self.c.patch_job(self.ns, &run.name, &patch).await
+                self.patch_run(run, &patch).await
             }
-            RunKind::Pod => self.c.delete_pod_at(self.ns, &run.name, rv).await,
+            RunKind::Pod => {
+                let deleted = self.c.delete_pod_at(self.ns, &run.name, rv).await;
+                if deleted.is_ok() {
+                    self.wrote(Written::Deleted {
+                        kind: Kind::Pod,
+                        name: run.name.clone(),
+                    });
+                }
+                deleted
+            }
         };
         match result {
             Ok(()) => {
@@ -374,17 +480,12 @@ impl<C: ControllerApi> Exec<'_, C> {
 
     /// Scheduling gates of a run Pod other than runyard's (kept when ungating).
     fn other_gates(&self, run: &RunKey) -> Option<Vec<String>> {
-        self.runs.get(run).map(|(_, gates)| gates.clone())
+        self.runs.get(run).map(|r| r.other_gates.clone())
     }
 
-    async fn create_worker(&mut self) {
+    async fn create_worker(&mut self, name: String) {
         let Some(pool) = self.pool else { return };
         let started = Instant::now();
-        let name = format!(
-            "{}-{}",
-            self.pool_name,
-            ulid::Ulid::new().to_string().to_ascii_lowercase()
-        );
         let owner = OwnerReference {
             api_version: WorkerPool::api_version(&()).into_owned(),
             kind: WorkerPool::kind(&()).into_owned(),
@@ -405,26 +506,37 @@ impl<C: ControllerApi> Exec<'_, C> {
             self.pool_name.to_string(),
         )]));
         w.metadata.owner_references = Some(vec![owner]);
-        let result = async {
-            let created = self.c.create_worker(self.ns, &w).await?;
-            let mut with_status = created;
-            with_status.status = Some(WorkerStatus {
-                phase: WorkerPhase::Idle,
-                registered_at: Some(now()),
-                ..WorkerStatus::default()
-            });
-            self.c.replace_worker_status(self.ns, &with_status).await
-        }
-        .await;
+        let created = match self.c.create_worker(self.ns, &w).await {
+            // The name is taken: another controller (or a write whose answer
+            // was lost) registered it. Nothing to do; the next pass sees it.
+            Err(ClusterError::Conflict) => return,
+            other => other,
+        };
+        let result = match created {
+            Ok(created) => {
+                self.wrote(Written::Created {
+                    kind: Kind::Worker,
+                    name: name.clone(),
+                });
+                let mut with_status = created;
+                with_status.status = Some(WorkerStatus {
+                    phase: WorkerPhase::Idle,
+                    registered_at: Some(now()),
+                    ..WorkerStatus::default()
+                });
+                self.c.replace_worker_status(self.ns, &with_status).await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(w) => {
                 self.metrics
-                    .worker_created(self.pool_name, started.elapsed(), true);
+                    .worker_created(self.ns, self.pool_name, started.elapsed(), true);
                 self.workers.insert(name, w);
             }
             Err(e) => {
                 self.metrics
-                    .worker_created(self.pool_name, started.elapsed(), false);
+                    .worker_created(self.ns, self.pool_name, started.elapsed(), false);
                 let msg = format!("cannot register worker {name}: {e}");
                 self.pool_event(true, "WorkerRegistrationFailed", &msg)
                     .await;
@@ -454,9 +566,9 @@ impl<C: ControllerApi> Exec<'_, C> {
         match self.patch_run(run, &patch).await {
             Ok(()) => {
                 self.report.claims += 1;
-                self.metrics.claimed(self.pool_name);
+                self.metrics.claimed(self.ns, self.pool_name);
                 self.metrics
-                    .claim_duration(self.pool_name, started.elapsed());
+                    .claim_duration(self.ns, self.pool_name, started.elapsed());
                 self.event(
                     run,
                     false,
@@ -495,9 +607,15 @@ impl<C: ControllerApi> Exec<'_, C> {
     ) {
         let finished = matches!(outcome, Some(RunResult::Succeeded | RunResult::Failed));
         let result = if delete {
-            self.c.delete_worker(self.ns, worker, rv).await.map(|()| {
+            let deleted = self.c.delete_worker(self.ns, worker, rv).await;
+            if deleted.is_ok() {
                 self.workers.remove(worker);
-            })
+                self.wrote(Written::Deleted {
+                    kind: Kind::Worker,
+                    name: worker.to_string(),
+                });
+            }
+            deleted
         } else {
             self.set_worker_status(worker, rv, |s| {
                 s.phase = WorkerPhase::Idle;
@@ -557,9 +675,18 @@ impl<C: ControllerApi> Exec<'_, C> {
                     "metadata": { "annotations": { ANNOTATION_RESULT: RunResult::Failed.as_str(), ANNOTATION_QUEUE: message } },
                     "spec": { "suspend": false, "activeDeadlineSeconds": 1 },
                 });
-                self.c.patch_job(self.ns, &run.name, &patch).await
+                self.patch_run(run, &patch).await
             }
-            RunKind::Pod => self.c.delete_pod(self.ns, &run.name).await,
+            RunKind::Pod => {
+                let deleted = self.c.delete_pod(self.ns, &run.name).await;
+                if deleted.is_ok() {
+                    self.wrote(Written::Deleted {
+                        kind: Kind::Pod,
+                        name: run.name.clone(),
+                    });
+                }
+                deleted
+            }
         };
         if let Err(e) = result {
             self.failed("failing a run", e);
@@ -582,7 +709,7 @@ impl<C: ControllerApi> Exec<'_, C> {
 
     async fn write_status(&mut self, pool: &WorkerPool) {
         let c = self.report.counts;
-        self.metrics.pool_state(self.pool_name, &c);
+        self.metrics.pool_state(self.ns, self.pool_name, &c);
         let Some(status) = pool_status(
             pool.metadata.generation,
             pool.status.as_ref(),

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
+    pub namespace: String,
     pub pool: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkerLabels {
+    pub namespace: String,
     pub pool: String,
     pub phase: &'static str,
 }
@@ -34,6 +36,7 @@ pub struct ErrorLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CreateLabels {
+    pub namespace: String,
     pub pool: String,
     pub result: &'static str,
 }
@@ -147,33 +150,37 @@ impl ControllerMetrics {
         out
     }
 
-    fn pool(pool: &str) -> PoolLabels {
+    fn pool(namespace: &str, pool: &str) -> PoolLabels {
         PoolLabels {
+            namespace: namespace.to_string(),
             pool: pool.to_string(),
         }
     }
 
-    pub fn claimed(&self, pool: &str) {
-        self.claims.get_or_create(&Self::pool(pool)).inc();
+    pub fn claimed(&self, namespace: &str, pool: &str) {
+        self.claims
+            .get_or_create(&Self::pool(namespace, pool))
+            .inc();
     }
 
-    pub fn claim_duration(&self, pool: &str, d: Duration) {
+    pub fn claim_duration(&self, namespace: &str, pool: &str, d: Duration) {
         self.claim_duration
-            .get_or_create(&Self::pool(pool))
+            .get_or_create(&Self::pool(namespace, pool))
             .observe(d.as_secs_f64());
     }
 
-    pub fn worker_created(&self, pool: &str, d: Duration, ok: bool) {
+    pub fn worker_created(&self, namespace: &str, pool: &str, d: Duration, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.worker_creation
             .get_or_create(&CreateLabels {
+                namespace: namespace.to_string(),
                 pool: pool.to_string(),
                 result,
             })
             .observe(d.as_secs_f64());
         if !ok {
             self.worker_creation_errors
-                .get_or_create(&Self::pool(pool))
+                .get_or_create(&Self::pool(namespace, pool))
                 .inc();
         }
     }
@@ -194,23 +201,56 @@ impl ControllerMetrics {
             .inc();
     }
 
-    pub fn pool_state(&self, pool: &str, c: &Counts) {
-        let gauge = |phase| {
-            self.workers.get_or_create(&WorkerLabels {
-                pool: pool.to_string(),
-                phase,
-            })
-        };
-        gauge("idle").set(c.idle.into());
-        gauge("busy").set(c.busy.into());
+    fn worker_gauge(&self, namespace: &str, pool: &str, phase: &'static str) -> WorkerLabels {
+        WorkerLabels {
+            namespace: namespace.to_string(),
+            pool: pool.to_string(),
+            phase,
+        }
+    }
+
+    pub fn pool_state(&self, namespace: &str, pool: &str, c: &Counts) {
+        for (phase, n) in [("idle", c.idle), ("busy", c.busy)] {
+            self.workers
+                .get_or_create(&self.worker_gauge(namespace, pool, phase))
+                .set(n.into());
+        }
         self.queued
-            .get_or_create(&Self::pool(pool))
+            .get_or_create(&Self::pool(namespace, pool))
             .set(c.queued.into());
     }
 
-    pub fn observe_reconcile(&self, pool: &str, d: Duration) {
+    pub fn observe_reconcile(&self, namespace: &str, pool: &str, d: Duration) {
         self.reconcile_duration
-            .get_or_create(&Self::pool(pool))
+            .get_or_create(&Self::pool(namespace, pool))
             .observe(d.as_secs_f64());
+    }
+
+    /// Removes every series of a pool that no longer exists.
+    pub fn forget_pool(&self, namespace: &str, pool: &str) {
+        let labels = Self::pool(namespace, pool);
+        for phase in ["idle", "busy"] {
+            self.workers
+                .remove(&self.worker_gauge(namespace, pool, phase));
+        }
+        self.queued.remove(&labels);
+        self.claims.remove(&labels);
+        self.claim_duration.remove(&labels);
+        self.worker_creation_errors.remove(&labels);
+        self.reconcile_duration.remove(&labels);
+        for result in ["ok", "error"] {
+            self.worker_creation.remove(&CreateLabels {
+                namespace: namespace.to_string(),
+                pool: pool.to_string(),
+                result,
+            });
+        }
+        for kind in ["Job", "Pod"] {
+            self.escaped.remove(&EscapedLabels {
+                namespace: namespace.to_string(),
+                pool: pool.to_string(),
+                kind,
+            });
+        }
     }
 }

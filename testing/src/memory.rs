@@ -76,7 +76,7 @@ struct State {
 /// The in-memory cluster.
 #[derive(Default)]
 pub struct MemoryCluster {
-    state: Mutex<State>,
+    state: std::sync::Arc<Mutex<State>>,
     /// Yield to the scheduler at every call, so that concurrent controllers
     /// interleave their reads and writes.
     interleave: std::sync::atomic::AtomicBool,
@@ -188,6 +188,18 @@ impl MemoryCluster {
     fn bump(s: &mut State) -> u64 {
         s.rv += 1;
         s.rv
+    }
+
+    /// One controller pass over this cluster: read the pool's objects afresh
+    /// (reads can be faulted with [`Op::Read`]) and reconcile them.
+    pub async fn reconcile(
+        &self,
+        metrics: &runyard::controller::metrics::ControllerMetrics,
+        ns: &str,
+        pool: &str,
+    ) -> Result<runyard::controller::act::Report> {
+        let objects = self.snapshot(ns, pool).await?;
+        Ok(runyard::controller::act::reconcile_pool(self, metrics, ns, objects).await)
     }
 
     // ---- test setup and inspection -------------------------------------
@@ -669,6 +681,42 @@ impl ClientApi for MemoryCluster {
     async fn get_pod(&self, ns: &str, name: &str) -> Result<Option<Pod>> {
         self.yield_point().await;
         Ok(self.lock().pods.get(&key(ns, name)).cloned())
+    }
+
+    async fn job_pods(&self, ns: &str, job: &str) -> Result<Vec<Pod>> {
+        self.yield_point().await;
+        Ok(list(&self.lock().pods, ns, |p| {
+            runyard::vocab::controlling_job(&p.metadata) == Some(job)
+        }))
+    }
+
+    /// A poll of the stored Job every few milliseconds, yielding each new
+    /// version (and `None` once it is gone), like a watch on it.
+    async fn watch_job(&self, ns: &str, name: &str) -> Result<runyard::cluster::JobUpdates> {
+        use futures::StreamExt;
+        let state = self.state.clone();
+        let key = key(ns, name);
+        let stream = futures::stream::unfold(
+            (state, key, None::<Option<String>>),
+            |(state, key, last)| async move {
+                loop {
+                    let current = state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .jobs
+                        .get(&key)
+                        .cloned();
+                    let rv = current
+                        .as_ref()
+                        .map(|j| j.metadata.resource_version.clone().unwrap_or_default());
+                    if last.as_ref() != Some(&rv) {
+                        return Some((Ok(current), (state, key, Some(rv))));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            },
+        );
+        Ok(stream.boxed())
     }
 
     async fn follow_logs(

@@ -6,7 +6,8 @@
 //! which runs to probe for a logs timeout, and the pool's status.
 
 use super::{
-    queue, queue_note, Action, Counts, FinishedPod, Run, RunKey, RunPhase, Snapshot, WorkerView,
+    queue, queue_note, worker_index, worker_name, Action, Counts, FinishedPod, Run, RunKey,
+    RunPhase, Snapshot, WorkerView,
 };
 use crate::crd::{WorkerPhase, WorkerPoolSpec, WorkerPoolStatus};
 use crate::vocab::RunResult;
@@ -249,8 +250,19 @@ impl<'a> Pass<'a> {
     /// drain and are deleted when their run ends.
     fn scale(&mut self, desired: i32) {
         if self.active < desired {
-            for _ in self.active..desired {
-                self.actions.push(Action::CreateWorker);
+            // The lowest indices no worker (draining ones included) has.
+            let pool = self.s.pool_name.as_str();
+            let taken: BTreeSet<usize> = self
+                .s
+                .workers
+                .iter()
+                .filter_map(|w| worker_index(pool, &w.name))
+                .collect();
+            let free = (0..).filter(|i| !taken.contains(i));
+            for i in free.take((desired - self.active) as usize) {
+                self.actions.push(Action::CreateWorker {
+                    name: worker_name(pool, i),
+                });
             }
             return;
         }
@@ -319,12 +331,20 @@ impl<'a> Pass<'a> {
         }
         let idle_left = claimable.count() as i32;
         for (i, run) in waiting.iter().enumerate() {
-            let note = queue_note(i + 1, waiting.len(), self.busy, desired);
+            let note = queue_note(i + 1);
             if run.queue_note.as_deref() != Some(note.as_str()) {
+                let event = run.queue_note.is_none().then(|| {
+                    format!(
+                        "{note} of {} waiting; {} of {desired} workers busy",
+                        waiting.len(),
+                        self.busy
+                    )
+                });
                 self.actions.push(Action::QueueNote {
                     run: run.key.clone(),
                     run_rv: run.resource_version.clone(),
                     note,
+                    event,
                 });
             }
         }
@@ -606,8 +626,8 @@ mod tests {
         assert_eq!(
             notes,
             [
-                ("r2", "position 1 of 2 in the queue; 2 of 2 workers busy"),
-                ("r3", "position 2 of 2 in the queue; 2 of 2 workers busy")
+                ("r2", "position 1 in the queue"),
+                ("r3", "position 2 in the queue")
             ]
         );
         assert_eq!(
@@ -625,7 +645,7 @@ mod tests {
     #[test]
     fn current_queue_notes_are_not_rewritten() {
         let mut r = queued("r2", 2, 0);
-        r.queue_note = Some(queue_note(1, 1, 1, 1));
+        r.queue_note = Some(queue_note(1));
         let s = Snapshot {
             pool: pool(1),
             workers: vec![busy("w1", "r1")],
@@ -646,18 +666,23 @@ mod tests {
 
     #[test]
     fn scale_up_creates_and_scale_down_deletes_idle_then_drains_busy() {
+        // Deterministic names: the lowest indices no worker has.
         let s = Snapshot {
+            pool_name: "p".into(),
             pool: pool(3),
-            workers: vec![idle("w1")],
+            workers: vec![idle("p-1")],
             ..Default::default()
         };
         let (actions, _) = decide(&s);
         assert_eq!(
             actions
                 .iter()
-                .filter(|a| **a == Action::CreateWorker)
-                .count(),
-            2
+                .filter_map(|a| match a {
+                    Action::CreateWorker { name } => Some(name.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            ["p-0", "p-2"]
         );
 
         let s = Snapshot {

@@ -148,6 +148,8 @@ pub struct JobPod {
 /// Everything `decide` reads about one pool.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The pool's name.
+    pub pool_name: String,
     /// `None`: the pool does not exist (deleted).
     pub pool: Option<WorkerPoolSpec>,
     pub workers: Vec<WorkerView>,
@@ -169,8 +171,8 @@ pub struct Snapshot {
 /// resourceVersion it was decided on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Register a new idle worker.
-    CreateWorker,
+    /// Register a new idle worker under this (deterministic) name.
+    CreateWorker { name: String },
     /// Remove an idle worker (scale down, or a draining worker whose run ended).
     DeleteWorker { worker: String, rv: String },
     /// Take a busy worker out of the pool; it is deleted once its run ends.
@@ -218,11 +220,14 @@ pub enum Action {
         reason: &'static str,
         message: String,
     },
-    /// Tell a queued run why it waits (annotation kept current, and an Event).
+    /// Tell a queued run why it waits: the annotation kept current, and one
+    /// `Queued` Event (with the busy count) when it enters the queue.
     QueueNote {
         run: RunKey,
         run_rv: String,
         note: String,
+        /// The Event's text, when this is the run's first note.
+        event: Option<String>,
     },
     /// A run that runs without a claim (unsuspended or ungated by someone
     /// other than the controller, or while the webhook was bypassed): a Job is
@@ -269,14 +274,28 @@ pub fn queue(runs: &[Run]) -> Vec<&Run> {
 }
 
 /// Queue positions reported exactly; runs further back say so without a
-/// number, so that one claim does not rewrite every queued run.
+/// number, so that one claim rewrites at most `NOTE_POSITIONS + 1` notes.
 pub const NOTE_POSITIONS: usize = 20;
 
-/// The note a queued run carries: its position and how busy the pool is.
-pub fn queue_note(position: usize, queued: usize, busy: i32, size: i32) -> String {
+/// The `runyard.dev/queue` note of a queued run: its position only, so that
+/// it changes only when its own position does (not with the busy count, the
+/// pool size or the queue's length).
+pub fn queue_note(position: usize) -> String {
     if position <= NOTE_POSITIONS {
-        format!("position {position} of {queued} in the queue; {busy} of {size} workers busy")
+        format!("position {position} in the queue")
     } else {
-        format!("more than {NOTE_POSITIONS} runs ahead in the queue; {busy} of {size} workers busy")
+        format!("more than {NOTE_POSITIONS} runs ahead in the queue")
     }
+}
+
+/// The name of a pool's worker with index `i`. Names are deterministic, so
+/// two controllers that briefly both lead create the same names, and the
+/// second create of a name fails: a pool never gets more workers than asked.
+pub fn worker_name(pool: &str, i: usize) -> String {
+    format!("{pool}-{i}")
+}
+
+/// The index of a worker named by [`worker_name`] for `pool`.
+pub fn worker_index(pool: &str, name: &str) -> Option<usize> {
+    name.strip_prefix(pool)?.strip_prefix('-')?.parse().ok()
 }

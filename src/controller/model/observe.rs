@@ -227,6 +227,7 @@ pub fn model_snapshot(
     let mut runs: Vec<Run> = jobs.iter().map(run_from_job).collect();
     runs.extend(pods.iter().filter_map(run_from_pod));
     Snapshot {
+        pool_name: pool.map(|p| p.name_any()).unwrap_or_default(),
         pool: pool.map(|p| p.spec.clone()),
         workers: workers.iter().map(worker_view).collect(),
         runs,

@@ -187,6 +187,8 @@ pub struct FaultSpec {
     /// `None` matches any subresource (and none).
     pub subresource: Option<String>,
     pub name: Option<String>,
+    /// The requesting user (`client_as`); `None` for any.
+    pub user: Option<String>,
     pub action: FaultAction,
     /// For writes: the write lands, but the caller sees the error or hang.
     pub applied: bool,
@@ -201,6 +203,7 @@ impl FaultSpec {
             resource: None,
             subresource: None,
             name: None,
+            user: None,
             action,
             applied: false,
             times: None,
@@ -247,6 +250,12 @@ impl FaultSpec {
         self
     }
 
+    /// Only requests by this user (see `FakeApiServer::client_as`).
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
     /// The write is applied before the caller sees the fault.
     #[must_use]
     pub fn applied(mut self) -> Self {
@@ -274,6 +283,7 @@ impl FaultSpec {
                 .name
                 .as_deref()
                 .is_none_or(|n| r.name.as_deref() == Some(n))
+            && self.user.as_deref().is_none_or(|u| r.user == u)
     }
 }
 
