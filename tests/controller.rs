@@ -739,3 +739,76 @@ async fn pods_of_a_job_that_is_not_a_run_are_deleted() {
         .iter()
         .any(|e| e.reason == "EscapedQueue" && e.note.contains("unlabeled-job")));
 }
+
+/// Two controllers whose Job caches lag differently both release a worker
+/// whose run finished and give the freed worker the same queued run. The
+/// worker writes are each guarded by a fresh resourceVersion and both land;
+/// only the run write's resourceVersion precondition keeps the run from
+/// going to two workers. (Remove it and this test fails.)
+#[tokio::test]
+async fn stale_views_cannot_claim_a_run_twice_the_run_write_is_guarded() {
+    use runyard::controller::act::reconcile_pool;
+    let c = cluster(2);
+    c.add_queued_job(NS, "ra", POOL, 1, None);
+    c.add_queued_job(NS, "rb", POOL, 2, None);
+    settle(&c).await;
+    c.add_queued_job(NS, "next", POOL, 3, None);
+    settle(&c).await;
+    let before = c.checkpoint();
+    c.finish_job(NS, "ra", true);
+    c.finish_job(NS, "rb", true);
+    // A still sees rb running; B still sees ra running. Both read before
+    // either writes.
+    let view_a = c
+        .stale_snapshot(NS, POOL, &before, &["rb"])
+        .await
+        .expect("a");
+    let view_b = c
+        .stale_snapshot(NS, POOL, &before, &["ra"])
+        .await
+        .expect("b");
+    let m = ControllerMetrics::new();
+    let a = reconcile_pool(&c, &m, NS, view_a).await;
+    let b = reconcile_pool(&c, &m, NS, view_b).await;
+    assert_eq!(a.claims + b.claims, 1, "one claim of `next`: {a:?} {b:?}");
+    assert_eq!(b.conflicts, 1, "the second claim's run write conflicts");
+    assert_consistent(&c);
+    settle(&c).await;
+    assert_consistent(&c);
+}
+
+/// Hundreds of conflicts on every kind of write: runs are still claimed
+/// exactly once each, the cap holds, and the queue drains.
+#[tokio::test]
+async fn a_conflict_storm_claims_nothing_twice_and_loses_nothing() {
+    let c = cluster(4);
+    for i in 0..40 {
+        c.add_queued_job(NS, &format!("r{i:02}"), POOL, i, None);
+    }
+    for op in [
+        Op::WorkerStatus,
+        Op::PatchJob,
+        Op::CreateWorker,
+        Op::PoolStatus,
+    ] {
+        c.inject(op, ClusterError::Conflict, 150, false);
+    }
+    let mut finished = BTreeSet::new();
+    for _ in 0..400 {
+        let _ = pass(&c).await;
+        assert_consistent(&c);
+        let running = running_jobs(&c)
+            .into_iter()
+            .filter(|n| c.job(NS, n).is_some_and(|j| j.status.is_none()))
+            .collect::<Vec<_>>();
+        assert!(running.len() <= 4, "cap broken: {running:?}");
+        if let Some(name) = running.first() {
+            c.finish_job(NS, name, true);
+            assert!(finished.insert(name.clone()), "{name} ran twice");
+        }
+        if finished.len() == 40 {
+            break;
+        }
+    }
+    assert_eq!(finished.len(), 40, "every run ran once");
+}

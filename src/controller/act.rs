@@ -14,6 +14,9 @@ use crate::vocab::{
     LABEL_WORKER, LABEL_WORKER_POOL,
 };
 
+/// Queue notes written at once by one pass.
+pub const NOTE_WRITES_AT_ONCE: usize = 16;
+
 /// Event reason of a run stopped because it ran without a claim.
 pub const ESCAPED_QUEUE: &str = "EscapedQueue";
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -139,9 +142,15 @@ pub async fn reconcile_pool<C: ControllerApi>(
             ..Report::default()
         },
     };
+    // Queue notes are independent of each other and of everything else: a
+    // long queue's first notes go out concurrently, after the claims.
+    let (notes, actions): (Vec<_>, Vec<_>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::QueueNote { .. }));
     for action in actions {
         exec.apply(action).await;
     }
+    exec.write_notes(notes).await;
     match pool {
         Some(p) => exec.write_status(p).await,
         None => metrics.forget_pool(ns, &objects.name),
@@ -402,20 +411,7 @@ impl<C: ControllerApi> Exec<'_, C> {
                 reason,
                 message,
             } => self.fail_run(&run, reason, &message).await,
-            Action::QueueNote {
-                run, note, event, ..
-            } => {
-                let patch = json!({ "metadata": { "annotations": { ANNOTATION_QUEUE: note } } });
-                match self.patch_run(&run, &patch).await {
-                    Ok(()) => {
-                        if let Some(text) = event {
-                            self.event(&run, false, "Queued", &text).await;
-                        }
-                    }
-                    Err(ClusterError::NotFound) => {}
-                    Err(e) => self.failed("updating a queue note", e),
-                }
-            }
+            Action::QueueNote { .. } => self.write_notes(vec![action]).await,
             Action::FailSilent {
                 run,
                 limit,
@@ -437,6 +433,57 @@ impl<C: ControllerApi> Exec<'_, C> {
                 }
             }
         }
+    }
+
+    /// Writes queue notes (and the first note's Event), at most
+    /// [`NOTE_WRITES_AT_ONCE`] at a time.
+    async fn write_notes(&mut self, notes: Vec<Action>) {
+        let items: Vec<(RunKey, String, Option<String>)> = notes
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::QueueNote {
+                    run, note, event, ..
+                } => Some((run, note, event)),
+                _ => None,
+            })
+            .collect();
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(NOTE_WRITES_AT_ONCE) {
+            let writes = chunk
+                .iter()
+                .map(|(run, note, event)| self.write_note(run, note, event.as_deref()));
+            results.extend(futures::future::join_all(writes).await);
+        }
+        for (run, result) in items.into_iter().map(|(run, ..)| run).zip(results) {
+            match result {
+                Ok(()) => {
+                    if let Some(facts) = self.runs.get(&run) {
+                        let from = facts.rv.clone();
+                        self.wrote(Written::Changed {
+                            kind: run.kind.into(),
+                            name: run.name.clone(),
+                            from,
+                        });
+                    }
+                }
+                Err(ClusterError::NotFound) => {}
+                Err(e) => self.failed("updating a queue note", e),
+            }
+        }
+    }
+
+    async fn write_note(
+        &self,
+        run: &RunKey,
+        note: &str,
+        event: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let patch = json!({ "metadata": { "annotations": { ANNOTATION_QUEUE: note } } });
+        self.c.patch_run(self.ns, run, &patch).await?;
+        if let Some(text) = event {
+            self.event(run, false, "Queued", text).await;
+        }
+        Ok(())
     }
 
     /// Stops a run that runs without a claim: a Job is suspended again (back

@@ -135,4 +135,4 @@ pub mod lease;
 pub mod memory;
 
 pub use lease::MemoryLease;
-pub use memory::{MemoryCluster, Op, RecordedEvent};
+pub use memory::{Checkpoint, MemoryCluster, Op, RecordedEvent};

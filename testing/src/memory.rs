@@ -73,6 +73,10 @@ struct State {
     writes: BTreeMap<Op, usize>,
 }
 
+/// Stored Jobs at one moment (see [`MemoryCluster::checkpoint`]).
+#[derive(Clone)]
+pub struct Checkpoint(BTreeMap<(String, String), Job>);
+
 /// The in-memory cluster.
 #[derive(Default)]
 pub struct MemoryCluster {
@@ -200,6 +204,36 @@ impl MemoryCluster {
     ) -> Result<runyard::controller::act::Report> {
         let objects = self.snapshot(ns, pool).await?;
         Ok(runyard::controller::act::reconcile_pool(self, metrics, ns, objects).await)
+    }
+
+    /// The stored Jobs as they are now, to serve them stale later
+    /// ([`Self::stale_snapshot`]).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint(self.lock().jobs.clone())
+    }
+
+    /// A stale read (fault): the pool's objects as [`PoolReads::snapshot`]
+    /// reads them now, except that the Jobs named in `stale` are served as
+    /// they were at `checkpoint` — as a controller whose Job cache lags
+    /// behind for those objects (each kind of object is watched separately,
+    /// so two controllers can see different mixes of old and new).
+    pub async fn stale_snapshot(
+        &self,
+        ns: &str,
+        pool: &str,
+        checkpoint: &Checkpoint,
+        stale: &[&str],
+    ) -> Result<runyard::cluster::PoolObjects> {
+        let mut objects = self.snapshot(ns, pool).await?;
+        for job in objects.jobs.iter_mut() {
+            let name = job.name();
+            if stale.contains(&name.as_str()) {
+                if let Some(old) = checkpoint.0.get(&key(ns, &name)) {
+                    *job = JobSummary::of(old);
+                }
+            }
+        }
+        Ok(objects)
     }
 
     // ---- test setup and inspection -------------------------------------
