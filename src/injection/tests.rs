@@ -1180,7 +1180,11 @@ fn a_default_worker_image_fills_run_containers_that_name_none() {
         },
     );
     let new = mutated_job(inj.mutate(&job, "ci", &pools));
-    let pod = new.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod spec");
+    let pod = new
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
     let image = |list: &[Container], name: &str| {
         list.iter()
             .find(|c| c.name == name)
@@ -1188,11 +1192,23 @@ fn a_default_worker_image_fills_run_containers_that_name_none() {
             .unwrap_or_default()
     };
     assert_eq!(image(&pod.containers, "build"), "ghcr.io/acme/runner:2");
-    assert_eq!(image(&pod.containers, "db"), "ghcr.io/acme/runner:2", "an empty image is none");
-    assert_eq!(image(&pod.containers, "cache"), "ghcr.io/acme/redis:7", "a run's image wins");
+    assert_eq!(
+        image(&pod.containers, "db"),
+        "ghcr.io/acme/runner:2",
+        "an empty image is none"
+    );
+    assert_eq!(
+        image(&pod.containers, "cache"),
+        "ghcr.io/acme/redis:7",
+        "a run's image wins"
+    );
     let inits = pod.init_containers.clone().unwrap_or_default();
     assert_eq!(image(&inits, "prepare"), "ghcr.io/acme/runner:2");
-    assert_eq!(image(&inits, "init"), DEFAULT_LAUNCHER_IMAGE, "runyard's own stay");
+    assert_eq!(
+        image(&inits, "init"),
+        DEFAULT_LAUNCHER_IMAGE,
+        "runyard's own stay"
+    );
     // Injecting again changes nothing.
     assert_eq!(inj.mutate(&new, "ci", &pools), Ok(Mutation::Unchanged));
     // The default image is a run image like any other: the pool's hosts apply.
@@ -1211,7 +1227,9 @@ fn a_default_worker_image_fills_run_containers_that_name_none() {
         }
         j
     };
-    let err = inj.mutate(&job_cache_ok, "ci", &strict).expect_err("denied");
+    let err = inj
+        .mutate(&job_cache_ok, "ci", &strict)
+        .expect_err("denied");
     assert!(err.to_string().contains("ghcr.io/acme/runner:2"), "{err}");
     // Without a default, a container without image is left for the API
     // server to reject.
