@@ -23,13 +23,30 @@ pub fn client_config(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    client_config_at(
+        ca_pem,
+        alpn,
+        versions,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// A client config that checks certificates at the time `time` says (tests
+/// with a clock they control).
+pub fn client_config_at(
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
+    let mut config = rustls::ClientConfig::builder_with_details(
+        Arc::new(rustls::crypto::ring::default_provider()),
+        time,
+    )
     .with_protocol_versions(versions)
     .expect("versions")
     .with_root_certificates(roots)
