@@ -258,15 +258,17 @@ impl Managed {
         secret.string_data = None;
     }
 
-    /// Step 1 of a rotation: a new CA and certificate as `next`; the bundle
-    /// becomes the served certificate's CA plus the new one (older CAs go).
+    /// Step 1 of a rotation: a new CA and certificate for `names` as `next`;
+    /// the bundle becomes the served certificate's CA plus the new one
+    /// (older CAs go).
     pub fn begin_rotation(
         &self,
+        names: &[String],
         server_name: &str,
         now: i64,
         validity: i64,
     ) -> Result<Self, CertError> {
-        let fresh = generate_at(&self.names, now, validity)?;
+        let fresh = generate_at(names, now, validity)?;
         let served_by: Vec<String> = pem_blocks(&self.ca_bundle)
             .into_iter()
             .filter(|ca| {
@@ -276,7 +278,7 @@ impl Managed {
         let mut bundle = served_by.concat();
         bundle.push_str(&fresh.ca_cert);
         Ok(Self {
-            names: self.names.clone(),
+            names: names.to_vec(),
             served: self.served.clone(),
             next: Some(Pair {
                 cert: fresh.cert,
@@ -375,12 +377,6 @@ pub fn plan(
         Ok(m) => m,
         Err(why) => return Step::Issue(why),
     };
-    if m.names != policy.names {
-        return Step::Issue(format!(
-            "its certificate is for {:?}, not {:?}",
-            m.names, policy.names
-        ));
-    }
     let valid = |cert: &str| {
         verify(
             m.ca_bundle.as_bytes(),
@@ -392,10 +388,15 @@ pub fn plan(
     if let Err(e) = valid(&m.served.cert) {
         return Step::Issue(format!("its certificate cannot be served: {e}"));
     }
+    // Still good for the API server, but for other names (a Secret of
+    // `runyard certs`, or names added): replaced with an overlap.
+    if m.names != policy.names {
+        return Step::BeginRotation;
+    }
     let next_ok = m
         .next
         .as_ref()
-        .is_some_and(|n| valid(&n.cert).is_ok() && n.not_after > m.served.not_after);
+        .is_some_and(|n| valid(&n.cert).is_ok() && n.not_after >= m.served.not_after);
     if !next_ok && (m.next.is_some() || now >= m.served.renew_at()) {
         return Step::BeginRotation;
     }
@@ -475,7 +476,7 @@ mod tests {
         );
 
         let rotating = first
-            .begin_rotation(&p.server_name, due, p.validity)
+            .begin_rotation(&p.names, &p.server_name, due, p.validity)
             .expect("rotate");
         assert_eq!(
             rotating.served, first.served,
@@ -516,7 +517,7 @@ mod tests {
         // The next rotation drops the oldest CA.
         let later = promoted.served.renew_at();
         let again = promoted
-            .begin_rotation(&p.server_name, later, p.validity)
+            .begin_rotation(&p.names, &p.server_name, later, p.validity)
             .expect("rotate");
         let cas = pem_blocks(&again.ca_bundle);
         assert_eq!(cas.len(), 2);
@@ -587,9 +588,25 @@ mod tests {
         assert!(matches!(step(&Secret::default(), T0), Step::Issue(_)));
         // Expired.
         assert!(matches!(step(&secret(&m), T0 + 91 * DAY), Step::Issue(_)));
-        // For other names (the Service was renamed).
+        // For other names (the Service was renamed): the API server cannot use it.
         let other = Managed::issue(&["x.ns.svc".to_string()], T0, p.validity).expect("issue");
-        assert!(matches!(step(&secret(&other), T0), Step::Issue(why) if why.contains("x.ns.svc")));
+        assert!(
+            matches!(step(&secret(&other), T0), Step::Issue(why) if why.contains("svc.ns.svc"))
+        );
+        // Good for the API server, but its names are not all the wanted ones
+        // (e.g. `runyard certs` added localhost): rotated with overlap, and
+        // the next certificate has the wanted names.
+        let fewer = Managed::issue(&p.names[..1], T0, p.validity).expect("issue");
+        assert_eq!(step(&secret(&fewer), T0), Step::BeginRotation);
+        let rotating = fewer
+            .begin_rotation(&p.names, &p.server_name, T0, p.validity)
+            .expect("rotate");
+        assert_eq!(rotating.names, p.names);
+        assert_eq!(
+            step(&secret(&rotating), T0),
+            Step::PatchCaBundle,
+            "then on as any rotation"
+        );
         // A garbled served certificate.
         let mut broken = m.clone();
         broken.served.cert = other.served.cert.clone();
@@ -605,7 +622,7 @@ mod tests {
         assert_eq!(step(&s, T0), Step::BeginRotation);
         // A next certificate that cannot be used is made again.
         let mut bad_next = m
-            .begin_rotation(&p.server_name, T0, p.validity)
+            .begin_rotation(&p.names, &p.server_name, T0, p.validity)
             .expect("rotate");
         if let Some(n) = bad_next.next.as_mut() {
             n.cert = other.served.cert.clone();

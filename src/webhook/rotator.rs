@@ -411,7 +411,8 @@ impl Rotator {
             }
             Step::BeginRotation => {
                 let (secret, m) = self.managed(observed)?;
-                let next = m.begin_rotation(&policy.server_name, now, policy.validity)?;
+                let next =
+                    m.begin_rotation(&policy.names, &policy.server_name, now, policy.validity)?;
                 self.replace_secret(secret, &next, "added the next certificate")
                     .await?
             }
