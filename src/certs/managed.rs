@@ -253,7 +253,11 @@ impl Managed {
             .labels
             .get_or_insert_with(BTreeMap::new)
             .insert("app.kubernetes.io/name".into(), "runyard".into());
-        secret.type_ = Some("kubernetes.io/tls".into());
+        // The type of an existing Secret cannot change (an Opaque one made
+        // ahead of time stays Opaque); a new one is `kubernetes.io/tls`.
+        if secret.type_.as_deref().is_none_or(str::is_empty) {
+            secret.type_ = Some("kubernetes.io/tls".into());
+        }
         secret.data = Some(data);
         secret.string_data = None;
     }
@@ -584,8 +588,15 @@ mod tests {
         let m = Managed::issue(&p.names, T0, p.validity).expect("issue");
         let hooks = bundle(&m);
         let step = |s: &Secret, at: i64| plan(Some(s), Some(&hooks), None, &p, at);
-        // An empty Secret someone created ahead of time.
+        // An empty Secret someone created ahead of time (its type stays).
         assert!(matches!(step(&Secret::default(), T0), Step::Issue(_)));
+        let mut opaque = Secret {
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        m.write_to(&mut opaque);
+        assert_eq!(opaque.type_.as_deref(), Some("Opaque"));
+        assert_eq!(Managed::from_secret(&opaque).as_ref(), Ok(&m));
         // Expired.
         assert!(matches!(step(&secret(&m), T0 + 91 * DAY), Step::Issue(_)));
         // For other names (the Service was renamed): the API server cannot use it.
