@@ -614,3 +614,106 @@ async fn a_client_trusting_the_old_ca_bundle_keeps_working_through_the_rotation(
     running.shutdown();
     running.wait().await.expect("stopped");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A plain-HTTP GET; the status code, or None when nothing answers.
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tcp.read_to_end(&mut buf).await.ok()?;
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+}
+
+/// The real binary, as the chart runs it, against the in-memory API over
+/// HTTP: it creates the Secret, sets the caBundle, turns ready, and serves
+/// the API server a certificate its caBundle trusts for the Service's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_manages_its_certificate_from_the_command_line() {
+    runyard::webhook::tls::install_crypto_provider();
+    let server = FakeApiServer::new();
+    server.create_obj(&webhook_configuration());
+    let api = server
+        .listen("system:serviceaccount:runyard:runyard-webhook")
+        .await
+        .expect("listen");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig(NS)).expect("kubeconfig");
+    let https: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let probes: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .env_remove("RUNYARD_TLS_CERT")
+        .env_remove("RUNYARD_TLS_KEY")
+        .args(["webhook", "--listen", &https.to_string()])
+        .args(["--metrics-listen", &probes.to_string()])
+        .args(["--cert-secret", SECRET, "--cert-namespace", NS])
+        .args([
+            "--cert-service",
+            "runyard-webhook",
+            "--webhook-config",
+            CONFIG,
+        ])
+        .args(["--cert-reload-interval", "1s", "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start runyard webhook");
+
+    let mut ready = false;
+    for _ in 0..300 {
+        if http_status(probes, "/readyz").await == Some(200) {
+            ready = true;
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("runyard webhook exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready {
+        let _ = child.start_kill();
+        let out = child.wait_with_output().await.expect("output");
+        panic!(
+            "never ready; log:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let m = stored(&server);
+    assert_eq!(
+        m.names,
+        runyard::certs::service_dns_names("runyard-webhook", NS)
+    );
+    assert_eq!(
+        ca_bundles(&server),
+        [m.ca_bundle.clone(), m.ca_bundle.clone()]
+    );
+    let config = support::client::client_config(&m.ca_bundle, &[b"h2"], rustls::DEFAULT_VERSIONS);
+    let mut conn = Conn::open_as(https, config, "runyard-webhook.runyard.svc")
+        .await
+        .expect("the API server's view: trusted for the Service name");
+    assert_eq!(conn.get("/readyz").await.expect("reply").status, 200);
+    let review = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/admission-review/v1.36/03-pod-create-bare-run.json"
+    ))
+    .expect("fixture");
+    let reply = conn.post("/mutate", review).await.expect("reply");
+    assert_eq!(reply.status, 200);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}

@@ -60,11 +60,19 @@ pub async fn tls_connect(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<ClientTls> {
+    tls_connect_as(addr, config, "localhost").await
+}
+
+/// Opens a TLS connection to `addr`, checking the certificate for `name`.
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<ClientTls> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
+    let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
+    TlsConnector::from(config).connect(name, tcp).await
 }
 
 pub enum Sender {
@@ -99,7 +107,16 @@ impl Conn {
         addr: SocketAddr,
         config: Arc<rustls::ClientConfig>,
     ) -> std::io::Result<Conn> {
-        let tls = tls_connect(addr, config).await?;
+        Self::open_as(addr, config, "localhost").await
+    }
+
+    /// Connects checking the certificate for `name` (e.g. a Service's DNS name).
+    pub async fn open_as(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<Conn> {
+        let tls = tls_connect_as(addr, config, name).await?;
         let (_, session) = tls.get_ref();
         let alpn = session.alpn_protocol().map(|p| p.to_vec());
         let peer_cert = session
