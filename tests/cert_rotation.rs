@@ -674,6 +674,7 @@ async fn the_binary_manages_its_certificate_from_the_command_line() {
         .spawn()
         .expect("start runyard webhook");
 
+    let started = std::time::Instant::now();
     let mut ready = false;
     for _ in 0..300 {
         if http_status(probes, "/readyz").await == Some(200) {
@@ -693,6 +694,7 @@ async fn the_binary_manages_its_certificate_from_the_command_line() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    eprintln!("ready {:?} after the start", started.elapsed());
     let m = stored(&server);
     assert_eq!(
         m.names,
