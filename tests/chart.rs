@@ -535,7 +535,7 @@ fn parsed_webhook_args(docs: &[Value]) -> runyard::cmd::WebhookArgs {
     let cli = runyard::cmd::Cli::try_parse_from(std::iter::once("runyard".to_string()).chain(args))
         .unwrap_or_else(|e| panic!("the rendered webhook arguments do not parse: {e}"));
     match cli.command {
-        runyard::cmd::Command::Webhook(w) => w,
+        runyard::cmd::Command::Webhook(w) => *w,
         other => panic!("not the webhook: {other:?}"),
     }
 }

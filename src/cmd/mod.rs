@@ -51,7 +51,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTPS mutating admission webhook.
-    Webhook(WebhookArgs),
+    Webhook(Box<WebhookArgs>),
     /// Print the mutated manifest(s) of a file, as the webhook would mutate them.
     Inject(InjectArgs),
     /// Generate a CA and a serving certificate for the webhook.
