@@ -1,17 +1,33 @@
 # syntax=docker/dockerfile:1
 # runyard: one static binary serving `webhook`, `controller` and `launcher`.
+#
+# Multi-platform: `docker buildx build --platform linux/amd64,linux/arm64 .`
+# (or `docker build --platform linux/arm64 .`). The build stage runs on the
+# target platform (natively, or emulated by QEMU/binfmt) and compiles for that
+# platform's musl target, x86_64-unknown-linux-musl or
+# aarch64-unknown-linux-musl: a static binary either way.
 
 # Build: Rust's musl targets link statically; building on Alpine makes the
 # host target musl on every architecture.
 FROM rust:1.89-alpine AS build
+# Set by BuildKit from --platform (amd64, arm64); empty with the legacy
+# builder, which builds for the machine's own architecture.
+ARG TARGETARCH
 # musl-dev: C runtime headers for ring and mimalloc. Versions follow the
 # pinned base image.
 # hadolint ignore=DL3018
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin runyard \
-    && install -D -m 0755 target/release/runyard /out/usr/local/bin/runyard
+RUN arch="${TARGETARCH:-$(uname -m)}" \
+    && case "$arch" in \
+         amd64|x86_64) target=x86_64-unknown-linux-musl ;; \
+         arm64|aarch64) target=aarch64-unknown-linux-musl ;; \
+         *) echo "unsupported platform architecture $arch: build for linux/amd64 or linux/arm64" >&2; exit 1 ;; \
+       esac \
+    && rustup target add "$target" \
+    && cargo build --release --locked --bin runyard --target "$target" \
+    && install -D -m 0755 "target/$target/release/runyard" /out/usr/local/bin/runyard
 
 # Runtime: nothing but the binary; no shell, no package manager.
 FROM scratch

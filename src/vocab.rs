@@ -43,6 +43,13 @@ pub const ANNOTATION_STOP: &str = "runyard.dev/stop";
 /// On the certificate Secret: when the serving certificate expires (seconds
 /// since the epoch).
 pub const ANNOTATION_CERT_NOT_AFTER: &str = "runyard.dev/not-after";
+/// On the certificate Secret: when the serving certificate became valid
+/// (seconds since the epoch).
+pub const ANNOTATION_CERT_NOT_BEFORE: &str = "runyard.dev/not-before";
+/// On a self-managed certificate Secret during a rotation: validity of the
+/// next certificate (`next.crt`).
+pub const ANNOTATION_NEXT_CERT_NOT_BEFORE: &str = "runyard.dev/next-not-before";
+pub const ANNOTATION_NEXT_CERT_NOT_AFTER: &str = "runyard.dev/next-not-after";
 /// On the certificate Secret: the names the serving certificate is valid for.
 pub const ANNOTATION_CERT_NAMES: &str = "runyard.dev/names";
 

@@ -1,5 +1,5 @@
 //! The checked-in CRDs equal `runyard crd`, and their schemas are structural
-//! (what a real API server accepts).
+//! (what a real API server accepts), and small enough for a client-side apply.
 
 use serde_json::Value;
 
@@ -125,4 +125,21 @@ fn schemas_are_structural_and_embed_core_types() {
         ["properties"]["poolSize"];
     assert_eq!(pool_size["minimum"], 0.0);
     assert_eq!(pool_size["default"], 1);
+}
+
+/// The README says a client-side `kubectl apply` of the CRDs works: the
+/// `last-applied-configuration` annotation (the object as compact JSON) must
+/// stay well under the API server's 256 KiB limit on all annotations.
+#[test]
+fn crds_fit_a_client_side_apply_annotation() {
+    for crd in runyard::crd::crds() {
+        let json = serde_json::to_string(&crd).expect("json");
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        assert!(
+            json.len() < 128 * 1024,
+            "{name}: {} bytes as last-applied JSON; the README promises client-side apply works",
+            json.len()
+        );
+        eprintln!("{name}: {} bytes of last-applied JSON", json.len());
+    }
 }

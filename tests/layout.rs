@@ -39,7 +39,14 @@ const PURE_FORBIDDEN: &[&str] = &[
 
 const RULES: &[Rule] = &[
     Rule {
-        modules: &["vocab", "crd", "duration", "injection", "controller::model"],
+        modules: &[
+            "vocab",
+            "crd",
+            "duration",
+            "injection",
+            "controller::model",
+            "certs::managed",
+        ],
         forbidden: PURE_FORBIDDEN,
     },
     Rule {
@@ -288,6 +295,8 @@ fn the_rules_catch_forbidden_imports() {
             "use crate::controller::act::reconcile_pool;\n",
         ),
         ("http", "use crate::webhook::metrics::Metrics;\n"),
+        ("certs::managed", "use kube::api::Api;\n"),
+        ("certs::managed", "use crate::webhook::tls::CertStore;\n"),
     ];
     for (module, text) in cases {
         assert!(

@@ -173,7 +173,8 @@ fn mutating_webhooks_follow_the_design() {
 
 #[test]
 fn webhook_rbac_is_read_only_on_pools() {
-    let role: ClusterRole = serde_json::from_value(find("ClusterRole")).expect("typed");
+    let role: ClusterRole =
+        serde_json::from_value(find_named("ClusterRole", Some("runyard-webhook"))).expect("typed");
     let rules = role.rules.expect("rules");
     assert_eq!(rules.len(), 1);
     assert_eq!(
@@ -183,8 +184,89 @@ fn webhook_rbac_is_read_only_on_pools() {
     assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
 }
 
+fn webhook_arg(args: &[String], flag: &str) -> String {
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+        .to_string()
+}
+
+/// The webhook's certificate permissions: exactly the rotator's, on exactly
+/// the Secret and the webhook configuration its arguments name, for its
+/// ServiceAccount only.
 #[test]
-fn deployment_is_non_root_and_uses_the_certs_secret() {
+fn webhook_certificate_rbac_is_exactly_the_rotators() {
+    let deployment: Deployment =
+        serde_json::from_value(find_named("Deployment", Some("runyard-webhook"))).expect("typed");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let args = pod.containers[0].args.clone().expect("args");
+    let secret = webhook_arg(&args, "--cert-secret");
+    let config = webhook_arg(&args, "--webhook-config");
+    assert_eq!(webhook_arg(&args, "--cert-namespace"), "runyard");
+    let config_doc = find("MutatingWebhookConfiguration");
+    assert_eq!(config_doc["metadata"]["name"], config.as_str());
+    let sa = pod.service_account_name.expect("service account");
+
+    let mut rules = Vec::new();
+    for (kind, namespaced) in [("Role", true), ("ClusterRole", false)] {
+        let role = find_named(kind, Some("runyard-webhook-certs"));
+        assert_eq!(role["metadata"]["namespace"].is_string(), namespaced);
+        for rule in role["rules"].as_array().expect("rules") {
+            let names: Vec<&str> = rule["resourceNames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let resource = rule["resources"][0].as_str().unwrap_or_default();
+            match (resource, names.as_slice()) {
+                (_, []) => {}
+                ("secrets", [n]) => assert_eq!(*n, secret),
+                ("mutatingwebhookconfigurations", [n]) => assert_eq!(*n, config),
+                other => panic!("unexpected resourceNames {other:?}"),
+            }
+            rules.push((
+                rule["apiGroups"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                resource.to_string(),
+                rule["verbs"]
+                    .as_array()
+                    .expect("verbs")
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>(),
+                !names.is_empty(),
+            ));
+        }
+        let binding = find_named(&format!("{kind}Binding"), Some("runyard-webhook-certs"));
+        assert_eq!(binding["roleRef"]["name"], "runyard-webhook-certs");
+        assert_eq!(binding["subjects"][0]["name"], sa.as_str());
+    }
+    rules.sort();
+    let mut want: Vec<_> = runyard::webhook::rotator::RBAC
+        .iter()
+        .map(|p| {
+            (
+                p.group.to_string(),
+                p.resource.to_string(),
+                p.verbs.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+                p.named,
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(rules, want);
+}
+
+#[test]
+fn deployment_is_non_root_and_manages_its_certificate() {
     let deployment: Deployment = serde_json::from_value(find("Deployment")).expect("typed");
     let pod = deployment
         .spec
@@ -202,14 +284,17 @@ fn deployment_is_non_root_and_uses_the_certs_secret() {
         .expect("container security context");
     assert_eq!(csc.read_only_root_filesystem, Some(true));
     assert_eq!(csc.allow_privilege_escalation, Some(false));
-    let secret = pod.volumes.expect("volumes")[0]
-        .secret
-        .clone()
-        .expect("secret volume");
-    // The default name `runyard certs --secret` writes.
-    assert_eq!(secret.secret_name.as_deref(), Some("runyard-webhook-tls"));
+    // No Secret volume: the webhook reads its certificate through the API,
+    // so the pods start before any certificate exists.
+    assert!(
+        pod.volumes.iter().flatten().all(|v| v.secret.is_none()),
+        "the webhook must not wait for a Secret volume"
+    );
+    assert!(c.volume_mounts.is_none());
     // Every flag in the manifest is one the binary accepts.
     let args = c.args.clone().expect("args");
+    assert_eq!(webhook_arg(&args, "--cert-secret"), "runyard-webhook-tls");
+    assert!(!args.iter().any(|a| a.starts_with("--tls-cert")));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"))
         .args(&args)
         .arg("--help")

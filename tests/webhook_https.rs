@@ -11,7 +11,7 @@ use kube::core::DynamicObject;
 use runyard::crd::{WorkerPool, WorkerPoolSpec};
 use runyard::injection::{ClusterFacts, Injector, StaticPools};
 use runyard::webhook::{
-    self, metrics::Metrics, AppState, Limits, Running, ServerOptions as Options,
+    self, metrics::Metrics, AppState, Limits, Running, ServerOptions as Options, TlsSource,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -67,9 +67,11 @@ async fn start_with(limits: Limits, metrics_listen: bool) -> Server {
     let options = Options {
         listen: "127.0.0.1:0".parse().expect("addr"),
         metrics_listen: metrics_listen.then(|| "127.0.0.1:0".parse().expect("addr")),
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("tls.key"),
-        cert_reload_interval: Duration::from_millis(50),
+        tls: TlsSource::Files {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            reload_interval: Duration::from_millis(50),
+        },
         limits,
     };
     let running = webhook::start(options, state).await.expect("start");
@@ -810,9 +812,11 @@ async fn unusable_certificates_fail_at_start() {
     let options = Options {
         listen: "127.0.0.1:0".parse().expect("addr"),
         metrics_listen: None,
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("missing.key"),
-        cert_reload_interval: Duration::from_secs(1),
+        tls: TlsSource::Files {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("missing.key"),
+            reload_interval: Duration::from_secs(1),
+        },
         limits: Limits::default(),
     };
     let err = webhook::start(options, state).await.err().expect("fails");

@@ -51,7 +51,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTPS mutating admission webhook.
-    Webhook(WebhookArgs),
+    Webhook(Box<WebhookArgs>),
     /// Print the mutated manifest(s) of a file, as the webhook would mutate them.
     Inject(InjectArgs),
     /// Generate a CA and a serving certificate for the webhook.
@@ -99,6 +99,10 @@ pub struct DefaultsArgs {
     /// Memory request of containers that set none (empty: none).
     #[arg(long, default_value = crate::injection::DEFAULT_MEMORY_REQUEST)]
     pub default_memory_request: String,
+    /// Image of run containers that name none (a Job whose container has no
+    /// `image`); default: none (the API server rejects such a run).
+    #[arg(long, env = "RUNYARD_DEFAULT_WORKER_IMAGE")]
+    pub default_worker_image: Option<String>,
 }
 
 impl DefaultsArgs {
@@ -108,6 +112,7 @@ impl DefaultsArgs {
             &self.default_cpu_request,
             &self.default_memory_request,
         )
+        .with_worker_image(self.default_worker_image.as_deref())
     }
 }
 

@@ -4,7 +4,9 @@ use super::{parse_duration, resolve_facts, DefaultsArgs, SidecarModeArg};
 use crate::injection::trust::{DEFAULT_CONTROLLER_USER, DEFAULT_JOB_CONTROLLER_USERS};
 use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource, TrustedUsers};
 use crate::shutdown::Shutdown;
-use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions};
+use crate::webhook::rotator::{Rotator, RotatorConfig, SystemClock};
+use crate::webhook::tls::CertStore;
+use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions, TlsSource};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -30,9 +32,28 @@ pub struct WebhookArgs {
     /// PEM private key matching --tls-cert.
     #[arg(long, default_value = "certs/tls.key", env = "RUNYARD_TLS_KEY")]
     pub tls_key: PathBuf,
-    /// How often the certificate files are checked for changes.
+    /// How often the certificate files (or, with --cert-secret, the Secret
+    /// and the webhook configuration) are checked for changes.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
+    /// Manage the serving certificate in this Secret instead of reading
+    /// --tls-cert/--tls-key: create or reuse a CA and certificate, set the
+    /// caBundle of --webhook-config, rotate at 2/3 of the lifetime.
+    #[arg(long, env = "RUNYARD_CERT_SECRET", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub cert_secret: Option<String>,
+    /// Namespace of --cert-secret and of the webhook's Service (default: the
+    /// pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub cert_namespace: Option<String>,
+    /// The webhook's Service, whose DNS names the certificate holds.
+    #[arg(long, default_value = "runyard-webhook")]
+    pub cert_service: String,
+    /// The MutatingWebhookConfiguration whose caBundle --cert-secret sets.
+    #[arg(long, default_value = "runyard")]
+    pub webhook_config: String,
+    /// Lifetime of self-managed certificates (renewed at 2/3 of it).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    pub cert_validity: Duration,
     /// Serve static WorkerPool definitions from this YAML file instead of
     /// watching the cluster (development, tests, benchmarks).
     #[arg(long)]
@@ -64,17 +85,23 @@ pub struct WebhookArgs {
 pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
     let shutdown = Shutdown::on_signals();
     let ready = Arc::new(AtomicBool::new(false));
-    let (facts, pools): (ClusterFacts, Arc<dyn PoolSource>) = match &args.pools {
-        Some(path) => {
+    let client = if args.pools.is_none() || args.cert_secret.is_some() {
+        Some(
+            super::client()
+                .await
+                .context("connecting to the cluster (use --pools FILE and --tls-cert/--tls-key to run without one)")?,
+        )
+    } else {
+        None
+    };
+    let (facts, pools): (ClusterFacts, Arc<dyn PoolSource>) = match (&args.pools, &client) {
+        (Some(path), _) => {
             let pools = load_pool_file(path)?;
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
             let facts = resolve_facts(args.sidecar_mode, args.kube_version.as_deref())?;
             (facts, Arc::new(pools))
         }
-        None => {
-            let client = super::client()
-                .await
-                .context("connecting to the cluster (use --pools FILE to run without one)")?;
+        (None, Some(client)) => {
             let info = client
                 .apiserver_version()
                 .await
@@ -85,29 +112,68 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
                 other => resolve_facts(other, None)?,
             };
             tracing::info!(version = %info.git_version, sidecar_mode = ?facts.sidecar_mode, "connected to the API server");
-            let pools =
-                webhook::pools::watch_pools(client, args.namespace.as_deref(), ready.clone());
+            let pools = webhook::pools::watch_pools(
+                client.clone(),
+                args.namespace.as_deref(),
+                ready.clone(),
+            );
             (facts, Arc::new(pools))
         }
+        (None, None) => bail!("no pools: give --pools FILE or run with a cluster"),
     };
     if args.max_in_flight == 0 || args.max_connections == 0 {
         bail!("--max-in-flight and --max-connections must be at least 1");
     }
+    let metrics = Arc::new(Metrics::new());
     let state = AppState::new(
         Injector::new(facts)
             .with_defaults(args.defaults.engine())
             .with_trust(args.trust.trusted()),
         pools,
-        Arc::new(Metrics::new()),
+        metrics.clone(),
         ready,
         args.max_in_flight,
     );
+    let tls = match (&args.cert_secret, client) {
+        (Some(secret), Some(client)) => {
+            if args.cert_validity < Duration::from_secs(3600) {
+                bail!("--cert-validity must be at least 1h");
+            }
+            let namespace = args
+                .cert_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let config = RotatorConfig::for_service(
+                &args.cert_service,
+                &namespace,
+                &[],
+                secret,
+                &args.webhook_config,
+                args.cert_validity,
+            );
+            tracing::info!(secret = %format!("{namespace}/{secret}"), webhook_config = %args.webhook_config, "managing the serving certificate");
+            let store = Arc::new(CertStore::empty());
+            let rotator = Rotator::new(
+                client,
+                config,
+                store.clone(),
+                state.certificate_trusted(),
+                Arc::new(SystemClock),
+            )
+            .with_metrics(metrics);
+            tokio::spawn(rotator.run(args.cert_reload_interval, shutdown.clone()));
+            TlsSource::Store(store)
+        }
+        _ => TlsSource::Files {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+            reload_interval: args.cert_reload_interval,
+        },
+    };
     let options = ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
-        tls_cert: args.tls_cert.clone(),
-        tls_key: args.tls_key.clone(),
-        cert_reload_interval: args.cert_reload_interval,
+        tls,
         limits: Limits {
             max_in_flight: args.max_in_flight,
             max_connections: args.max_connections,
@@ -115,9 +181,9 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
             ..Limits::default()
         },
     };
-    let running = webhook::start(options, state)
-        .await
-        .context("starting the webhook (generate certificates with `runyard certs`)")?;
+    let running = webhook::start(options, state).await.context(
+        "starting the webhook (generate certificates with `runyard certs`, or use --cert-secret)",
+    )?;
     shutdown.requested().await;
     tracing::info!("shutting down: draining in-flight reviews");
     running.shutdown();

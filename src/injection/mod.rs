@@ -180,6 +180,10 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "200Mi";
 pub struct EngineDefaults {
     /// Image of the injected `init` and `launcher` containers.
     pub launcher_image: String,
+    /// Image given to the run's containers that name none (a Job template
+    /// whose container has no `image`); `None`: they are left as they are
+    /// (and the API server rejects them).
+    pub worker_image: Option<String>,
     /// Requests of containers that set none.
     pub requests:
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
@@ -200,12 +204,21 @@ impl EngineDefaults {
         use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
         Self {
             launcher_image: launcher_image.to_string(),
+            worker_image: None,
             requests: [("cpu", cpu), ("memory", memory)]
                 .into_iter()
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
                 .collect(),
         }
+    }
+
+    /// The same defaults with an image for run containers that name none
+    /// (empty: none).
+    #[must_use]
+    pub fn with_worker_image(mut self, image: Option<&str>) -> Self {
+        self.worker_image = image.filter(|i| !i.is_empty()).map(str::to_string);
+        self
     }
 }
 

@@ -524,9 +524,13 @@ fn prepare_worker(
     env: &[EnvVar],
     path: &str,
     settings: Option<&ContainerSettings>,
-
     defaults: &EngineDefaults,
 ) -> Result<(), InjectError> {
+    if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        if let Some(image) = &defaults.worker_image {
+            c.image = Some(image.clone());
+        }
+    }
     apply_env(
         c,
         env,

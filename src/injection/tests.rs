@@ -1156,6 +1156,89 @@ fn install_wide_defaults_apply_and_their_image_is_exempt() {
 }
 
 #[test]
+fn a_default_worker_image_fills_run_containers_that_name_none() {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": { "name": "j", "labels": { LABEL_POOL: "builders" } },
+        "spec": { "template": { "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{ "name": "prepare", "command": ["true"] }],
+            "containers": [
+                { "name": "build", "command": ["make"] },
+                { "name": "db", "image": "" },
+                { "name": "cache", "image": "ghcr.io/acme/redis:7" }
+            ]
+        } } }
+    }))
+    .expect("Job");
+    let defaults = EngineDefaults::default().with_worker_image(Some("ghcr.io/acme/runner:2"));
+    let inj = injector().with_defaults(defaults);
+    let pools = pool(
+        "builders",
+        WorkerPoolSpec {
+            allowed_runner_image_hosts: vec!["ghcr.io".into()],
+            ..Default::default()
+        },
+    );
+    let new = mutated_job(inj.mutate(&job, "ci", &pools));
+    let pod = new
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    let image = |list: &[Container], name: &str| {
+        list.iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(image(&pod.containers, "build"), "ghcr.io/acme/runner:2");
+    assert_eq!(
+        image(&pod.containers, "db"),
+        "ghcr.io/acme/runner:2",
+        "an empty image is none"
+    );
+    assert_eq!(
+        image(&pod.containers, "cache"),
+        "ghcr.io/acme/redis:7",
+        "a run's image wins"
+    );
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    assert_eq!(image(&inits, "prepare"), "ghcr.io/acme/runner:2");
+    assert_eq!(
+        image(&inits, "init"),
+        DEFAULT_LAUNCHER_IMAGE,
+        "runyard's own stay"
+    );
+    // Injecting again changes nothing.
+    assert_eq!(inj.mutate(&new, "ci", &pools), Ok(Mutation::Unchanged));
+    // The default image is a run image like any other: the pool's hosts apply.
+    let strict = pool(
+        "builders",
+        WorkerPoolSpec {
+            allowed_runner_image_hosts: vec!["registry.local".into()],
+            ..Default::default()
+        },
+    );
+    let job_cache_ok = {
+        let mut j = job.clone();
+        if let Some(spec) = j.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            spec.containers.retain(|c| c.name == "build");
+            spec.init_containers = None;
+        }
+        j
+    };
+    let err = inj
+        .mutate(&job_cache_ok, "ci", &strict)
+        .expect_err("denied");
+    assert!(err.to_string().contains("ghcr.io/acme/runner:2"), "{err}");
+    // Without a default, a container without image is left for the API
+    // server to reject.
+    let new = mutated_job(injector().mutate(&job, "ci", &pools));
+    let pod = new.spec.and_then(|s| s.template.spec).expect("pod spec");
+    assert_eq!(image(&pod.containers, "build"), "");
+}
+
+#[test]
 fn privileged_pool_sidecars_need_the_opt_in_too() {
     let mut spec = WorkerPoolSpec::default();
     let mut dind = worker("dind", "docker:dind");

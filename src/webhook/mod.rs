@@ -7,6 +7,7 @@
 pub mod metrics;
 pub mod pools;
 pub mod review;
+pub mod rotator;
 pub mod tls;
 
 pub use crate::http::Limits;
@@ -49,16 +50,28 @@ pub enum WebhookError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files (a mounted Secret), re-read every `reload_interval`.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        reload_interval: Duration,
+    },
+    /// A store someone else feeds: the self-managed certificate's
+    /// [`rotator::Rotator`], from its Secret. Handshakes fail until it holds
+    /// a certificate.
+    Store(Arc<tls::CertStore>),
+}
+
 /// Where and how the webhook serves.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Optional plain-HTTP listener for `/metrics`, `/healthz`, `/readyz`.
     pub metrics_listen: Option<SocketAddr>,
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
-    /// How often the certificate files are checked for changes.
-    pub cert_reload_interval: Duration,
+    pub tls: TlsSource,
     pub limits: Limits,
 }
 
@@ -68,6 +81,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     in_flight: Semaphore,
     ready: Arc<AtomicBool>,
+    cert_trusted: Arc<AtomicBool>,
     draining: AtomicBool,
 }
 
@@ -89,12 +103,20 @@ impl AppState {
             metrics,
             in_flight: Semaphore::new(max_in_flight.max(1)),
             ready,
+            cert_trusted: Arc::new(AtomicBool::new(true)),
             draining: AtomicBool::new(false),
         }))
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The switch `/readyz` reads for "the served certificate is trusted by
+    /// the caBundle"; true unless someone (the self-managed certificate's
+    /// rotator) manages it.
+    pub fn certificate_trusted(&self) -> Arc<AtomicBool> {
+        self.0.cert_trusted.clone()
     }
 }
 
@@ -121,6 +143,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Some("shutting down")
     } else if !state.0.ready.load(Ordering::Relaxed) {
         Some("pool cache not synced")
+    } else if !state.0.cert_trusted.load(Ordering::Relaxed) {
+        Some("the served certificate is not yet trusted by the webhook configuration's caBundle")
     } else {
         None
     })
@@ -270,7 +294,17 @@ impl Running {
 /// Binds the listeners and starts serving.
 pub async fn start(options: ServerOptions, state: AppState) -> Result<Running, WebhookError> {
     tls::install_crypto_provider();
-    let certs = Arc::new(tls::CertStore::load(&options.tls_cert, &options.tls_key)?);
+    let (certs, reload_interval) = match &options.tls {
+        TlsSource::Files {
+            cert,
+            key,
+            reload_interval,
+        } => (
+            Arc::new(tls::CertStore::load(cert, key)?),
+            Some(*reload_interval),
+        ),
+        TlsSource::Store(store) => (store.clone(), None),
+    };
     let config = Arc::new(tls::server_config(certs.clone())?);
     let listener =
         TcpListener::bind(options.listen)
@@ -316,30 +350,14 @@ pub async fn start(options: ServerOptions, state: AppState) -> Result<Running, W
         )));
     }
 
-    let reload_store = certs.clone();
-    let interval = options.cert_reload_interval.max(Duration::from_millis(10));
-    let mut reload_shutdown = shutdown_rx;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = reload_shutdown.changed() => return,
-            }
-            match reload_store.reload_if_changed() {
-                Ok(true) => {
-                    metrics.cert_reloads.inc();
-                    info!("serving certificate reloaded");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    metrics.cert_reload_errors.inc();
-                    warn!(error = %e, "certificate reload failed; still serving the previous certificate");
-                }
-            }
-        }
-    });
+    if let Some(interval) = reload_interval {
+        tokio::spawn(reload_files(
+            certs.clone(),
+            interval.max(Duration::from_millis(10)),
+            metrics,
+            shutdown_rx,
+        ));
+    }
 
     info!(%addr, metrics = ?metrics_addr, "webhook listening");
     Ok(Running {
@@ -350,4 +368,32 @@ pub async fn start(options: ServerOptions, state: AppState) -> Result<Running, W
         shutdown,
         tasks,
     })
+}
+
+/// Re-reads the certificate files every `interval` until shutdown.
+async fn reload_files(
+    store: Arc<tls::CertStore>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match store.reload_if_changed() {
+            Ok(true) => {
+                metrics.cert_reloads.inc();
+                info!("serving certificate reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics.cert_reload_errors.inc();
+                warn!(error = %e, "certificate reload failed; still serving the previous certificate");
+            }
+        }
+    }
 }

@@ -1,12 +1,13 @@
 //! TLS for the webhook: rustls with the ring provider, TLS 1.2 and 1.3 only, and
-//! a certificate resolver whose key pair is swapped when the files change.
+//! a certificate resolver whose key pair is swapped when the files change, or
+//! when the self-managed certificate's rotator sets a new one from its Secret.
 //!
 //! Kubernetes updates a mounted Secret by swapping a `..data` symlink, which
 //! inotify on the file misses; the files are therefore re-read by path on a
 //! timer and compared byte for byte. Established connections keep their
 //! session; new handshakes get the new certificate.
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::crypto::ring as provider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -41,46 +42,50 @@ pub fn install_crypto_provider() {
     let _ = provider::default_provider().install_default();
 }
 
-/// Parses a certificate chain and private key from PEM bytes.
+/// Parses a certificate chain and private key from PEM bytes; `cert_from` and
+/// `key_from` say where they came from, for error messages.
 pub fn certified_key(
     cert_pem: &[u8],
     key_pem: &[u8],
-    cert_path: &Path,
-    key_path: &Path,
+    cert_from: &Path,
+    key_from: &Path,
 ) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::BadPem {
-            path: cert_path.to_path_buf(),
+            path: cert_from.to_path_buf(),
             detail: e.to_string(),
         })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
-            path: cert_path.to_path_buf(),
+            path: cert_from.to_path_buf(),
         });
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::BadPem {
-        path: key_path.to_path_buf(),
+        path: key_from.to_path_buf(),
         detail: e.to_string(),
     })?;
     let signing = provider::sign::any_supported_type(&key).map_err(|source| TlsError::BadKey {
-        path: key_path.to_path_buf(),
+        path: key_from.to_path_buf(),
         source,
     })?;
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|source| TlsError::BadKey {
-        path: key_path.to_path_buf(),
+        path: key_from.to_path_buf(),
         source,
     })?;
     Ok(ck)
 }
 
-/// The serving certificate, reloadable from its files.
+/// The serving certificate. Either loaded from files and re-read by
+/// [`reload_if_changed`](Self::reload_if_changed), or fed by someone else
+/// with [`set`](Self::set) (the self-managed certificate's rotator, from its
+/// Secret). Until a certificate is set, handshakes fail.
 #[derive(Debug)]
 pub struct CertStore {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    current: ArcSwap<CertifiedKey>,
+    files: Option<(PathBuf, PathBuf)>,
+    current: ArcSwapOption<CertifiedKey>,
+    /// The PEM of what is served, to tell a change from a re-read.
     loaded: Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -101,37 +106,71 @@ impl CertStore {
         let (cert, key) = (read(&cert_path)?, read(&key_path)?);
         let ck = certified_key(&cert, &key, &cert_path, &key_path)?;
         Ok(Self {
-            cert_path,
-            key_path,
-            current: ArcSwap::from_pointee(ck),
+            files: Some((cert_path, key_path)),
+            current: ArcSwapOption::from_pointee(ck),
             loaded: Mutex::new((cert, key)),
         })
     }
 
-    /// Re-reads the files; swaps in the new key pair if they changed and parse.
-    /// Returns whether a new certificate is now served. On error the previous
+    /// A store without a certificate yet, fed with [`set`](Self::set).
+    pub fn empty() -> Self {
+        Self {
+            files: None,
+            current: ArcSwapOption::empty(),
+            loaded: Mutex::new((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// Serves this pair to new handshakes if it differs from the current one
+    /// and parses; returns whether it changed. On error the previous
     /// certificate stays in use.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let (cert, key) = (read(&self.cert_path)?, read(&self.key_path)?);
+    pub fn set(
+        &self,
+        cert: &[u8],
+        key: &[u8],
+        cert_from: &Path,
+        key_from: &Path,
+    ) -> Result<bool, TlsError> {
         let mut loaded = self
             .loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if loaded.0 == cert && loaded.1 == key {
+        if loaded.0 == cert && loaded.1 == key && self.current.load().is_some() {
             return Ok(false);
         }
         // A writer may have replaced one file but not yet the other: a
         // mismatched pair fails `keys_match` and is retried on the next tick.
-        let ck = certified_key(&cert, &key, &self.cert_path, &self.key_path)?;
-        self.current.store(Arc::new(ck));
-        *loaded = (cert, key);
+        let ck = certified_key(cert, key, cert_from, key_from)?;
+        self.current.store(Some(Arc::new(ck)));
+        *loaded = (cert.to_vec(), key.to_vec());
         Ok(true)
+    }
+
+    /// Re-reads the files; swaps in the new key pair if they changed and parse.
+    /// Returns whether a new certificate is now served. On error the previous
+    /// certificate stays in use. A store without files never changes here.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let Some((cert_path, key_path)) = &self.files else {
+            return Ok(false);
+        };
+        let (cert, key) = (read(cert_path)?, read(key_path)?);
+        self.set(&cert, &key, cert_path, key_path)
+    }
+
+    /// The PEM certificate chain served now, if any.
+    pub fn served_cert(&self) -> Option<Vec<u8>> {
+        self.current.load().as_ref()?;
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(loaded.0.clone())
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
     }
 }
 

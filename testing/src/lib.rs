@@ -92,6 +92,10 @@
 //!   watch delivery paused globally or per client
 //!   ([`apiserver::ClientHandle`]); watches closed and history compacted on
 //!   demand.
+//! - **Processes**: [`listen`](apiserver::FakeApiServer::listen) serves the
+//!   same API over plain HTTP on a loopback port, with a kubeconfig for it
+//!   ([`apiserver::HttpListener::kubeconfig`]), so a test can run a runyard
+//!   binary against it.
 //!
 //! Test-side access ([`insert`](apiserver::FakeApiServer::insert),
 //! [`modify`](apiserver::FakeApiServer::modify), typed

@@ -1447,3 +1447,35 @@ async fn forced_apply_of_a_secret_and_cluster_scoped_webhook_configs() {
         "1"
     );
 }
+
+/// Over a loopback socket: a client built from the listener's kubeconfig
+/// reads, writes and watches as the in-process one does, as the listener's user.
+#[tokio::test]
+async fn the_api_over_http_for_processes() {
+    let server = FakeApiServer::new();
+    let listener = server.listen("process-user").await.expect("listen");
+    let kubeconfig: kube::config::Kubeconfig =
+        serde_norway::from_str(&listener.kubeconfig("ns")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    assert_eq!(config.default_namespace, "ns");
+    let client = kube::Client::try_from(config).expect("client");
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("over-http".into());
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    let seen = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a watch event")
+        .expect("an object")
+        .expect("no error");
+    assert_eq!(seen.name_any(), "over-http");
+    assert!(server.get("configmaps", "ns", "over-http").is_some());
+    assert!(server.requests().iter().all(|r| r.user == "process-user"));
+}

@@ -23,13 +23,30 @@ pub fn client_config(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    client_config_at(
+        ca_pem,
+        alpn,
+        versions,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// A client config that checks certificates at the time `time` says (tests
+/// with a clock they control).
+pub fn client_config_at(
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
+    let mut config = rustls::ClientConfig::builder_with_details(
+        Arc::new(rustls::crypto::ring::default_provider()),
+        time,
+    )
     .with_protocol_versions(versions)
     .expect("versions")
     .with_root_certificates(roots)
@@ -43,11 +60,19 @@ pub async fn tls_connect(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<ClientTls> {
+    tls_connect_as(addr, config, "localhost").await
+}
+
+/// Opens a TLS connection to `addr`, checking the certificate for `name`.
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<ClientTls> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
+    let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
+    TlsConnector::from(config).connect(name, tcp).await
 }
 
 pub enum Sender {
@@ -82,7 +107,16 @@ impl Conn {
         addr: SocketAddr,
         config: Arc<rustls::ClientConfig>,
     ) -> std::io::Result<Conn> {
-        let tls = tls_connect(addr, config).await?;
+        Self::open_as(addr, config, "localhost").await
+    }
+
+    /// Connects checking the certificate for `name` (e.g. a Service's DNS name).
+    pub async fn open_as(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> std::io::Result<Conn> {
+        let tls = tls_connect_as(addr, config, name).await?;
         let (_, session) = tls.get_ref();
         let alpn = session.alpn_protocol().map(|p| p.to_vec());
         let peer_cert = session

@@ -27,3 +27,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "runyard.watchNamespace" -}}
 {{- default .Release.Namespace .Values.rbac.watchNamespace -}}
 {{- end -}}
+
+{{/* The runyard pods' security context: podSecurityContext, without fixed
+IDs on OpenShift (its restricted SCC assigns them). */}}
+{{- define "runyard.podSecurityContext" -}}
+{{- $psc := deepCopy .Values.podSecurityContext -}}
+{{- if .Values.openshift -}}
+{{- $psc = omit $psc "runAsUser" "runAsGroup" "fsGroup" -}}
+{{- end -}}
+{{- toYaml $psc -}}
+{{- end -}}

@@ -2,6 +2,7 @@
 //! crate documentation for the semantics.
 
 mod logs;
+mod net;
 mod patch;
 mod select;
 mod serve;
@@ -10,6 +11,7 @@ mod store;
 mod stream;
 mod write;
 
+pub use net::HttpListener;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use std::sync::Arc;

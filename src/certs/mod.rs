@@ -1,8 +1,14 @@
 //! `runyard certs`: a CA and a serving certificate for the webhook Service
 //! (rcgen), written to a directory, to a `kubernetes.io/tls` Secret, and as the
-//! `caBundle` of the MutatingWebhookConfiguration.
+//! `caBundle` of the MutatingWebhookConfiguration. [`managed`] is the
+//! certificate the webhook manages itself (`runyard webhook --cert-secret`).
 
-use crate::vocab::{ANNOTATION_CERT_NAMES, ANNOTATION_CERT_NOT_AFTER, CERTS_FIELD_MANAGER};
+pub mod managed;
+
+use crate::vocab::{
+    ANNOTATION_CERT_NAMES, ANNOTATION_CERT_NOT_AFTER, ANNOTATION_CERT_NOT_BEFORE,
+    CERTS_FIELD_MANAGER,
+};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -13,7 +19,7 @@ use rcgen::{
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -33,6 +39,10 @@ pub enum CertError {
     },
     #[error("MutatingWebhookConfiguration {0:?} has no webhooks to patch")]
     NoWebhooks(String),
+    #[error("time {0} (seconds since the epoch) is out of range")]
+    Time(i64),
+    #[error("the certificate is not trusted: {0}")]
+    Untrusted(String),
 }
 
 /// A CA and a serving certificate signed by it, all PEM.
@@ -43,6 +53,8 @@ pub struct Bundle {
     pub ca_key: String,
     pub cert: String,
     pub key: String,
+    /// Start of validity, seconds since the epoch.
+    pub not_before: i64,
     /// Expiry, seconds since the epoch.
     pub not_after: i64,
     pub names: Vec<String>,
@@ -61,9 +73,21 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
 /// Generates a CA and a serving certificate for `names` (DNS names or IP
 /// addresses), valid for `days`.
 pub fn generate(names: &[String], days: u32) -> Result<Bundle, CertError> {
-    let now = OffsetDateTime::now_utc();
-    let not_before = now - Duration::minutes(5);
-    let not_after = now + Duration::days(i64::from(days));
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    generate_at(names, now, i64::from(days) * 86_400)
+}
+
+/// How far back the validity of a generated certificate starts, for clocks
+/// that lag behind the one that issued it.
+pub const BACKDATE_SECONDS: i64 = 300;
+
+/// Generates a CA and a serving certificate for `names`, issued at `now`
+/// (seconds since the epoch; valid from [`BACKDATE_SECONDS`] before it) and
+/// valid for `validity_seconds`.
+pub fn generate_at(names: &[String], now: i64, validity_seconds: i64) -> Result<Bundle, CertError> {
+    let at = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|_| CertError::Time(t));
+    let not_before = at(now - BACKDATE_SECONDS)?;
+    let not_after = at(now.saturating_add(validity_seconds))?;
 
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -106,6 +130,7 @@ pub fn generate(names: &[String], days: u32) -> Result<Bundle, CertError> {
         ca_key: ca_key.serialize_pem(),
         cert: cert.pem(),
         key: key.serialize_pem(),
+        not_before: not_before.unix_timestamp(),
         not_after: not_after.unix_timestamp(),
         names: names.to_vec(),
     })
@@ -138,6 +163,10 @@ pub fn reusable(
         ca_key: String::new(),
         cert: text("tls.crt")?,
         key: text("tls.key")?,
+        not_before: annotations
+            .get(ANNOTATION_CERT_NOT_BEFORE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         not_after,
         names: names.to_vec(),
     })
@@ -221,6 +250,10 @@ pub fn tls_secret(bundle: &Bundle, name: &str, namespace: &str) -> Secret {
                 "runyard".to_string(),
             )])),
             annotations: Some(BTreeMap::from([
+                (
+                    ANNOTATION_CERT_NOT_BEFORE.to_string(),
+                    bundle.not_before.to_string(),
+                ),
                 (
                     ANNOTATION_CERT_NOT_AFTER.to_string(),
                     bundle.not_after.to_string(),
