@@ -94,6 +94,31 @@ pub struct WorkerPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub logs_timeout: Option<String>,
+    /// A claimed run whose pod has not started this long after the claim fails, with
+    /// the pod's reason (default `5m`). Waiting reasons that never resolve
+    /// (`InvalidImageName`, `CreateContainerConfigError`, `ErrImageNeverPull`, repeated
+    /// pull failures: `ImagePullBackOff`) fail the run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub pending_timeout: Option<String>,
+    /// A running run whose launcher has not been ready (its heartbeat) for this long
+    /// is failed as lost (default `2m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub heartbeat_timeout: Option<String>,
+    /// How much of the end of a finished run's worker log is kept with its result, in
+    /// bytes (default 65536; 0 keeps none), so `runyard logs` shows it after the pod is
+    /// gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 262144))]
+    pub log_tail_bytes: Option<i64>,
+    /// Images (repositories, e.g. `docker.io/istio/proxyv2`, or prefixes ending in
+    /// `/*`) that containers added to run pods by other admission webhooks may use
+    /// although their registry is not in `allowedRunnerImageHosts` (service-mesh
+    /// proxies, secrets agents). A run's own container with such an image is allowed
+    /// too: the pool allows the image, not the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_sidecar_images: Vec<String>,
     /// Settings applied to every run pod of this pool by the admission webhook.
     #[serde(default)]
     pub pod: PoolPodSpec,
@@ -129,6 +154,8 @@ impl WorkerPoolSpec {
         for (name, value) in [
             ("spec.runTimeout", &self.run_timeout),
             ("spec.logsTimeout", &self.logs_timeout),
+            ("spec.pendingTimeout", &self.pending_timeout),
+            ("spec.heartbeatTimeout", &self.heartbeat_timeout),
         ] {
             if let Some(v) = value {
                 crate::duration::parse(v).map_err(|e| format!("{name}: {e}"))?;
@@ -149,8 +176,42 @@ impl Default for WorkerPoolSpec {
             allow_ephemeral_containers: false,
             run_timeout: None,
             logs_timeout: None,
+            pending_timeout: None,
+            heartbeat_timeout: None,
+            log_tail_bytes: None,
+            allowed_sidecar_images: Vec::new(),
             pod: PoolPodSpec::default(),
         }
+    }
+}
+
+/// Default `pendingTimeout`.
+pub const DEFAULT_PENDING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// Default `heartbeatTimeout`.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Default `logTailBytes`.
+pub const DEFAULT_LOG_TAIL_BYTES: i64 = 64 * 1024;
+
+impl WorkerPoolSpec {
+    fn duration_or(v: &Option<String>, default: std::time::Duration) -> std::time::Duration {
+        v.as_deref()
+            .and_then(|s| crate::duration::parse(s).ok())
+            .unwrap_or(default)
+    }
+
+    /// The effective `pendingTimeout`.
+    pub fn pending_timeout(&self) -> std::time::Duration {
+        Self::duration_or(&self.pending_timeout, DEFAULT_PENDING_TIMEOUT)
+    }
+
+    /// The effective `heartbeatTimeout`.
+    pub fn heartbeat_timeout(&self) -> std::time::Duration {
+        Self::duration_or(&self.heartbeat_timeout, DEFAULT_HEARTBEAT_TIMEOUT)
+    }
+
+    /// The effective `logTailBytes`.
+    pub fn log_tail_bytes(&self) -> usize {
+        usize::try_from(self.log_tail_bytes.unwrap_or(DEFAULT_LOG_TAIL_BYTES).max(0)).unwrap_or(0)
     }
 }
 

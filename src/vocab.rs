@@ -31,6 +31,15 @@ pub const ANNOTATION_QUEUE: &str = "runyard.dev/queue";
 pub const ANNOTATION_CLAIMED_AT: &str = "runyard.dev/claimed-at";
 /// How a finished run ended: a [`RunResult`].
 pub const ANNOTATION_RESULT: &str = "runyard.dev/result";
+/// The finished run's result record (JSON): outcome, reason, exit code,
+/// times, worker.
+pub const ANNOTATION_RESULT_DETAIL: &str = "runyard.dev/result-detail";
+/// On a run's log ConfigMap: the run it belongs to (`Job/NAME`, `Pod/NAME`).
+pub const ANNOTATION_LOG_OF: &str = "runyard.dev/log-of";
+/// On a bare run's log ConfigMap: when it may be deleted (RFC 3339).
+pub const ANNOTATION_EXPIRES_AT: &str = "runyard.dev/expires-at";
+/// Label of the ConfigMaps that keep finished runs' log tails.
+pub const LABEL_LOG_TAIL: &str = "runyard.dev/log-tail";
 /// `https` URL of a source tarball (`.tar.gz`) for `launcher init`.
 pub const ANNOTATION_SOURCE_URL: &str = "runyard.dev/source-url";
 /// Hex SHA-256 the source tarball must have.
@@ -80,6 +89,21 @@ pub const BINARIES_PATH: &str = "/opt/runyard/binaries";
 pub const BINARIES_SUBPATH: &str = ".runyard/binaries";
 /// Where the launcher mounts [`PODINFO_VOLUME`].
 pub const PODINFO_PATH: &str = "/opt/runyard/podinfo";
+
+/// The name of the ConfigMap that keeps a run's log tail and result.
+pub fn log_configmap_name(kind: &str, name: &str) -> String {
+    let base = format!("runyard-log.{}.{name}", kind.to_ascii_lowercase());
+    if base.len() <= 253 {
+        return base;
+    }
+    // Too long for an object name: keep a prefix and make it unique again.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in base.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let prefix: String = base.chars().take(230).collect();
+    format!("{}-{h:016x}", prefix.trim_end_matches(['.', '-']))
+}
 
 /// UID and GID of run pods unless the pool sets others.
 pub const RUNYARD_UID: i64 = 1983;
@@ -201,5 +225,28 @@ mod tests {
             assert_eq!(RunResult::parse(r.as_str()), Some(r));
         }
         assert_eq!(RunResult::parse("Exploded"), None);
+    }
+
+    #[test]
+    fn log_configmap_names_are_valid_object_names() {
+        assert_eq!(
+            log_configmap_name("Job", "build-1"),
+            "runyard-log.job.build-1"
+        );
+        // A 253-character pod name whose cut lands on a dot.
+        let long = format!("{}.{}", "a".repeat(213), "b".repeat(39));
+        let (a, b) = (
+            log_configmap_name("Pod", &long),
+            log_configmap_name("Pod", &format!("{long}x")),
+        );
+        for n in [&a, &b] {
+            assert!(n.len() <= 253, "{n}");
+            assert!(
+                n.split('.')
+                    .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-')),
+                "{n}"
+            );
+        }
+        assert_ne!(a, b);
     }
 }

@@ -3,7 +3,8 @@
 //! shows exactly the queue order the controller uses.
 
 use crate::cluster::{ClientApi, ClusterError};
-use crate::controller::model::queue;
+use crate::controller::model::{queue, ResultRecord};
+use crate::vocab::{annotation, controlled_by_job, ANNOTATION_RESULT, ANNOTATION_RESULT_DETAIL};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -28,7 +29,23 @@ pub struct WorkerRow {
     pub phase: String,
     pub run: Option<String>,
     pub runs_completed: i64,
+    /// Seconds since the worker's last heartbeat (its run's launcher was
+    /// ready), if it has one.
+    pub heartbeat_age_seconds: Option<i64>,
 }
+
+/// A finished run and its result record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultRow {
+    pub pool: String,
+    pub run: String,
+    #[serde(flatten)]
+    pub record: ResultRecord,
+}
+
+/// Finished runs shown per pool.
+pub const RESULTS_SHOWN: usize = 10;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -46,6 +63,10 @@ pub struct StatusReport {
     pub pools: Vec<PoolRow>,
     pub workers: Vec<WorkerRow>,
     pub queue: Vec<QueueRow>,
+    /// The latest finished runs of each pool (newest first) that still
+    /// exist; a succeeded bare Pod is deleted with its result (`runyard logs`
+    /// still shows its kept record).
+    pub results: Vec<ResultRow>,
 }
 
 /// Collects the status of every pool in `ns`.
@@ -56,6 +77,7 @@ pub async fn collect<C: ClientApi>(c: &C, ns: &str) -> Result<StatusReport, Clus
         pools: Vec::new(),
         workers: Vec::new(),
         queue: Vec::new(),
+        results: Vec::new(),
     };
     let mut pools = c.pools(ns).await?;
     pools.sort_by_key(|p| p.name_any());
@@ -94,11 +116,38 @@ pub async fn collect<C: ClientApi>(c: &C, ns: &str) -> Result<StatusReport, Clus
                     phase: format!("{:?}", s.phase),
                     run: s.current_run,
                     runs_completed: s.runs_completed,
+                    heartbeat_age_seconds: s.last_heartbeat.map(|t| (now - t.0.as_second()).max(0)),
                 }
             })
             .collect();
         ws.sort_by(|a, b| a.name.cmp(&b.name));
         report.workers.extend(ws);
+        let metas = objects.jobs.iter().map(|j| ("Job", &j.metadata)).chain(
+            objects
+                .pods
+                .iter()
+                .filter(|p| !controlled_by_job(&p.metadata))
+                .map(|p| ("Pod", &p.metadata)),
+        );
+        let mut results: Vec<ResultRow> = metas
+            .filter_map(|(kind, m)| {
+                let outcome = annotation(m, ANNOTATION_RESULT)?;
+                let mut record: ResultRecord = annotation(m, ANNOTATION_RESULT_DETAIL)
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or_default();
+                if record.outcome.is_empty() {
+                    record.outcome = outcome.to_string();
+                }
+                Some(ResultRow {
+                    pool: name.clone(),
+                    run: format!("{kind}/{}", m.name.as_deref().unwrap_or_default()),
+                    record,
+                })
+            })
+            .collect();
+        results.sort_by(|a, b| b.record.finished_at.cmp(&a.record.finished_at));
+        results.truncate(RESULTS_SHOWN);
+        report.results.extend(results);
         for (i, run) in queued.iter().enumerate() {
             report.queue.push(QueueRow {
                 pool: name.clone(),
@@ -176,12 +225,14 @@ pub fn render(r: &StatusReport) -> String {
                 w.phase.clone(),
                 w.run.clone().unwrap_or_else(|| "-".into()),
                 w.runs_completed.to_string(),
+                w.heartbeat_age_seconds
+                    .map_or_else(|| "-".into(), |s| format!("{s}s ago")),
             ]
         })
         .collect();
     table(
         &mut out,
-        &["POOL", "WORKER", "PHASE", "RUN", "RUNS"],
+        &["POOL", "WORKER", "PHASE", "RUN", "RUNS", "HEARTBEAT"],
         &workers,
     );
     out.push('\n');
@@ -205,6 +256,34 @@ pub fn render(r: &StatusReport) -> String {
             &mut out,
             &["POOL", "POSITION", "RUN", "PRIORITY", "WAITING"],
             &queue,
+        );
+    }
+    if !r.results.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = r
+            .results
+            .iter()
+            .map(|row| {
+                let d = &row.record;
+                vec![
+                    row.pool.clone(),
+                    row.run.clone(),
+                    d.outcome.clone(),
+                    d.reason.clone().unwrap_or_else(|| "-".into()),
+                    d.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                    d.duration_seconds
+                        .map_or_else(|| "-".into(), |s| format!("{s}s")),
+                    d.worker.clone().unwrap_or_else(|| "-".into()),
+                    d.finished_at.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "POOL", "RUN", "RESULT", "REASON", "EXIT", "DURATION", "WORKER", "FINISHED",
+            ],
+            &rows,
         );
     }
     out

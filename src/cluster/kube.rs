@@ -8,7 +8,7 @@ use crate::controller::model::JobSummary;
 use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
 use crate::vocab::{FIELD_MANAGER, LABEL_POOL, LABEL_WORKER_POOL};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use kube::api::{
     Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
 };
@@ -121,6 +121,21 @@ fn posted() -> PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
     }
+}
+
+/// How many lines of a finished run's log are read for its tail.
+const LOG_TAIL_LINES: i64 = 5000;
+
+/// The last `max` bytes of `text`, starting at a character boundary.
+fn last_bytes(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 /// Page size of list calls.
@@ -296,6 +311,102 @@ impl ControllerApi for KubeCluster {
         Ok(!text.is_empty())
     }
 
+    async fn pod_warnings(&self, ns: &str, pod: &str) -> Result<Vec<String>> {
+        use k8s_openapi::api::core::v1::Event as CoreEvent;
+        let lp = ListParams::default().fields(&format!("involvedObject.name={pod},type=Warning"));
+        let mut events = bounded(self.timeout, self.api::<CoreEvent>(ns).list(&lp))
+            .await?
+            .items;
+        let when = |e: &CoreEvent| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+        };
+        events.sort_by_key(|e| when(e));
+        Ok(events
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.reason.as_deref().unwrap_or("Warning"),
+                    e.message.as_deref().unwrap_or_default().trim()
+                )
+            })
+            .collect())
+    }
+
+    async fn log_tail(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        max_bytes: usize,
+    ) -> Result<String> {
+        let lp = LogParams {
+            container: Some(container.to_string()),
+            tail_lines: Some(LOG_TAIL_LINES),
+            ..LogParams::default()
+        };
+        let text = bounded(self.timeout, self.api::<Pod>(ns).logs(pod, &lp)).await?;
+        Ok(last_bytes(&text, max_bytes).to_string())
+    }
+
+    async fn save_log(&self, ns: &str, cm: &ConfigMap) -> Result<()> {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        let mut apply = serde_json::to_value(cm).map_err(|e| ClusterError::Api(e.to_string()))?;
+        apply["apiVersion"] = "v1".into();
+        apply["kind"] = "ConfigMap".into();
+        bounded(
+            self.timeout,
+            self.api::<ConfigMap>(ns).patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&apply),
+            ),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn kept_logs(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>> {
+        let lp = ListParams::default()
+            .labels(crate::vocab::LABEL_LOG_TAIL)
+            .limit(PAGE);
+        // Metadata only: the logs themselves are not read.
+        let api: Api<ConfigMap> = self.api(ns);
+        let mut out = Vec::new();
+        let mut lp = lp;
+        loop {
+            let page = bounded(self.timeout, api.list_metadata(&lp)).await?;
+            out.extend(page.items.into_iter().map(|m| m.metadata));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp.continue_token = Some(token),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn delete_kept_log(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(rv.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match bounded(self.timeout, self.api::<ConfigMap>(ns).delete(name, &dp)).await {
+            Ok(_) | Err(ClusterError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn event(
         &self,
         regarding: &ObjectReference,
@@ -393,5 +504,17 @@ impl ClientApi for KubeCluster {
             .lines()
             .map_err(|e| ClusterError::Api(e.to_string()))
             .boxed())
+    }
+
+    async fn read_log(&self, ns: &str, pod: &str, container: &str) -> Result<String> {
+        let lp = LogParams {
+            container: Some(container.to_string()),
+            ..LogParams::default()
+        };
+        bounded(self.timeout, self.api::<Pod>(ns).logs(pod, &lp)).await
+    }
+
+    async fn get_configmap(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>> {
+        bounded(self.timeout, self.api::<ConfigMap>(ns).get_opt(name)).await
     }
 }

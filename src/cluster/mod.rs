@@ -12,7 +12,7 @@ pub use self::kube::{KubeCluster, DEFAULT_CALL_TIMEOUT};
 use crate::controller::model::{model_snapshot, JobSummary, RunKey, RunKind, Snapshot};
 use crate::crd::{Worker, WorkerPool, WorkerPoolStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
@@ -203,6 +203,33 @@ pub trait ControllerApi: RunWrites {
         container: &str,
         since_seconds: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// The latest Warning Events about a pod (`reason: message`, newest last).
+    fn pod_warnings(&self, ns: &str, pod: &str)
+        -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// The end of a container's log, at most `max_bytes`.
+    fn log_tail(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Creates or updates the ConfigMap that keeps a run's log tail.
+    fn save_log(&self, ns: &str, cm: &ConfigMap) -> impl Future<Output = Result<()>> + Send;
+    /// The metadata of the log ConfigMaps in `ns` (label
+    /// `runyard.dev/log-tail`).
+    fn kept_logs(
+        &self,
+        ns: &str,
+    ) -> impl Future<Output = Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>>
+           + Send;
+    /// Deletes a log ConfigMap if it is still at `rv`.
+    fn delete_kept_log(
+        &self,
+        ns: &str,
+        name: &str,
+        rv: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Publishes an Event about `regarding`.
     fn event(
         &self,
@@ -234,4 +261,17 @@ pub trait ClientApi: PoolReads + RunWrites {
         container: &str,
         since: Option<k8s_openapi::jiff::Timestamp>,
     ) -> impl Future<Output = Result<LogLines>> + Send;
+    /// A container's log as it is now (not followed).
+    fn read_log(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// A ConfigMap by name (the kept log tail and result of a finished run).
+    fn get_configmap(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ConfigMap>>> + Send;
 }

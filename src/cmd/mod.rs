@@ -8,6 +8,7 @@ mod controller;
 mod crd;
 mod inject;
 mod launcher;
+mod logs;
 mod status;
 mod submit;
 mod webhook;
@@ -17,6 +18,7 @@ pub use certs::CertsArgs;
 pub use controller::ControllerArgs;
 pub use inject::InjectArgs;
 pub use launcher::{LauncherCommand, LayoutArgs, ServeArgs};
+pub use logs::LogsArgs;
 pub use status::{OutputFormat, StatusArgs};
 pub use submit::{SubmitArgs, SummaryFormat};
 pub use webhook::WebhookArgs;
@@ -66,6 +68,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Stop a run gracefully (its result becomes Cancelled).
     Cancel(CancelArgs),
+    /// Print a run's worker log: live, or the tail kept after its pod is gone.
+    Logs(LogsArgs),
     /// Run inside a run pod (injected by the webhook): `init` or `serve`.
     #[command(subcommand)]
     Launcher(LauncherCommand),
@@ -150,6 +154,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Cancel(a) => ok(runtime()?
             .block_on(cancel::run(a))
             .map(|out| print!("{out}"))),
+        Command::Logs(a) => ok(runtime()?.block_on(logs::run(a))),
         // `submit` exits with the run's exit code.
         Command::Submit(a) => runtime()?.block_on(submit::run(a)),
     }

@@ -6,25 +6,76 @@
 
 use super::metrics::ControllerMetrics;
 use super::model::decide::{logs_probes, pool_status};
-use super::model::{decide, Action, Counts, RunKey, RunKind};
+use super::model::{decide, Action, Counts, Recording, ResultRecord, RunKey, RunKind};
 use crate::cluster::{ClusterError, ControllerApi, PoolObjects};
 use crate::crd::{Worker, WorkerPhase, WorkerPool, WorkerSpec, WorkerStatus};
 use crate::vocab::{
-    RunResult, ANNOTATION_CLAIMED_AT, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_POOL,
+    log_configmap_name, RunResult, ANNOTATION_CLAIMED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_LOG_OF,
+    ANNOTATION_QUEUE, ANNOTATION_RESULT, ANNOTATION_RESULT_DETAIL, LABEL_LOG_TAIL, LABEL_POOL,
     LABEL_WORKER, LABEL_WORKER_POOL,
 };
 
 /// Queue notes written at once by one pass.
 pub const NOTE_WRITES_AT_ONCE: usize = 16;
 
+/// How long the log tail of a bare run Pod is kept (its pod is usually
+/// deleted when it succeeds; a Job's tail lives as long as the Job).
+pub const BARE_LOG_TTL_SECS: i64 = 24 * 3600;
+
+/// The Event text of a finished run.
+fn result_note(d: &ResultRecord) -> String {
+    let mut s = format!("run {}", d.outcome.to_lowercase());
+    if let Some(r) = &d.reason {
+        s.push_str(&format!(": {r}"));
+    }
+    if let Some(code) = d.exit_code {
+        s.push_str(&format!(", exit code {code}"));
+    }
+    if let Some(secs) = d.duration_seconds {
+        s.push_str(&format!(", after {secs}s"));
+    }
+    if let Some(w) = &d.worker {
+        s.push_str(&format!(", worker {w}"));
+    }
+    if let Some(m) = d.message.as_deref().filter(|m| !m.is_empty()) {
+        s.push_str(&format!(" ({m})"));
+    }
+    s
+}
+
+/// Deletes the log ConfigMaps in `ns` whose `runyard.dev/expires-at` has
+/// passed (bare runs' logs; a Job's log goes with the Job). Returns how many.
+/// Each delete is guarded by the version read, so a log rewritten meanwhile
+/// stays.
+pub async fn sweep_kept_logs<C: ControllerApi>(c: &C, ns: &str) -> Result<usize, ClusterError> {
+    let now = Timestamp::now();
+    let mut deleted = 0;
+    for meta in c.kept_logs(ns).await? {
+        let expired = crate::vocab::annotation(&meta, ANNOTATION_EXPIRES_AT)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_some_and(|t| t <= now);
+        let (Some(name), Some(rv)) = (&meta.name, &meta.resource_version) else {
+            continue;
+        };
+        if expired {
+            match c.delete_kept_log(ns, name, rv).await {
+                Ok(()) => deleted += 1,
+                Err(ClusterError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// Event reason of a run stopped because it ran without a claim.
 pub const ESCAPED_QUEUE: &str = "EscapedQueue";
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// An object this pass wrote: until the controller's cache shows the write,
@@ -130,12 +181,15 @@ pub async fn reconcile_pool<C: ControllerApi>(
                     r.key.clone(),
                     RunFacts {
                         uid: r.uid.clone(),
+                        started: r.started,
+                        active_deadline: r.active_deadline,
                         other_gates: r.other_gates.clone(),
                         rv: r.resource_version.clone(),
                     },
                 )
             })
             .collect(),
+        keep_pods: BTreeSet::new(),
         report: Report {
             counts,
             pool_exists: pool.is_some(),
@@ -163,6 +217,10 @@ pub async fn reconcile_pool<C: ControllerApi>(
 /// What the writes need to know of a run.
 struct RunFacts {
     uid: Option<String>,
+    /// When it started, seconds since the epoch.
+    started: Option<i64>,
+    /// A bare Pod's `spec.activeDeadlineSeconds`.
+    active_deadline: Option<i64>,
     /// Scheduling gates of a Pod other than runyard's (kept when ungating).
     other_gates: Vec<String>,
     rv: String,
@@ -177,6 +235,8 @@ struct Exec<'a, C> {
     /// The workers as this pass last wrote or read them.
     workers: BTreeMap<String, Worker>,
     runs: BTreeMap<RunKey, RunFacts>,
+    /// Pods whose log could not be kept in this pass: not deleted yet.
+    keep_pods: BTreeSet<String>,
     report: Report,
 }
 
@@ -281,12 +341,8 @@ impl<C: ControllerApi> Exec<'_, C> {
                     "suspend": false,
                     "template": { "metadata": { "labels": { LABEL_WORKER: worker } } },
                 });
-                if let Some(t) = self
-                    .pool
-                    .and_then(|p| p.spec.run_timeout.as_deref())
-                    .and_then(|t| crate::duration::parse(t).ok())
-                {
-                    spec["activeDeadlineSeconds"] = json!(t.as_secs().max(1));
+                if let Some(t) = self.run_timeout() {
+                    spec["activeDeadlineSeconds"] = json!(t);
                 }
                 patch["spec"] = spec;
             }
@@ -297,9 +353,25 @@ impl<C: ControllerApi> Exec<'_, C> {
                     .map(|g| json!({ "name": g }))
                     .collect();
                 patch["spec"] = json!({ "schedulingGates": gates });
+                // runTimeout: a pod's deadline can only be lowered (it counts
+                // from when the kubelet starts the pod, after the claim).
+                let current = self.runs.get(run).and_then(|r| r.active_deadline);
+                if let Some(t) = self.run_timeout() {
+                    if current.is_none_or(|c| t < c) {
+                        patch["spec"]["activeDeadlineSeconds"] = json!(t);
+                    }
+                }
             }
         }
         patch
+    }
+
+    /// The pool's `runTimeout`, in seconds (at least 1).
+    fn run_timeout(&self) -> Option<i64> {
+        self.pool
+            .and_then(|p| p.spec.run_timeout.as_deref())
+            .and_then(|t| crate::duration::parse(t).ok())
+            .map(|t| (t.as_secs() as i64).max(1))
     }
 
     async fn patch_run(&mut self, run: &RunKey, patch: &Value) -> Result<(), ClusterError> {
@@ -395,7 +467,31 @@ impl<C: ControllerApi> Exec<'_, C> {
                 self.release(&worker, &rv, &run, outcome, delete, record)
                     .await
             }
-            Action::RecordResult { run, outcome } => self.record(&run, outcome).await,
+            Action::RecordResult { run, record } => {
+                self.record(&run, &record).await;
+            }
+            Action::FailStuck {
+                run,
+                worker,
+                worker_rv,
+                record,
+                pod,
+                recorded,
+            } => {
+                self.fail_stuck(&run, &worker, &worker_rv, record, pod.as_deref(), recorded)
+                    .await
+            }
+            Action::Heartbeat { worker, rv } => {
+                if let Err(e) = self
+                    .set_worker_status(&worker, &rv, |s| s.last_heartbeat = Some(now()))
+                    .await
+                {
+                    self.failed("writing a heartbeat", e);
+                }
+            }
+            Action::DeletePod { name, .. } if self.keep_pods.contains(&name) => {
+                tracing::debug!(pod = %name, "kept: its log is not kept yet");
+            }
             Action::DeletePod { name, reason } => match self.c.delete_pod(self.ns, &name).await {
                 Ok(()) => {
                     tracing::debug!(pod = %name, reason, "deleted run pod");
@@ -414,9 +510,9 @@ impl<C: ControllerApi> Exec<'_, C> {
             Action::QueueNote { .. } => self.write_notes(vec![action]).await,
             Action::FailSilent {
                 run,
-                limit,
                 deadline,
-            } => self.fail_silent(&run, limit, deadline).await,
+                record,
+            } => self.fail_silent(&run, deadline, &record).await,
             Action::StopEscaped { run, run_rv } => self.stop_escaped(&run, &run_rv).await,
             Action::DeleteForeignPod { pod, pod_rv, job } => {
                 match self.c.delete_pod_at(self.ns, &pod, &pod_rv).await {
@@ -650,7 +746,7 @@ impl<C: ControllerApi> Exec<'_, C> {
         run: &RunKey,
         outcome: Option<RunResult>,
         delete: bool,
-        record: bool,
+        record: Option<Recording>,
     ) {
         let finished = matches!(outcome, Some(RunResult::Succeeded | RunResult::Failed));
         let result = if delete {
@@ -681,11 +777,11 @@ impl<C: ControllerApi> Exec<'_, C> {
             return;
         }
         self.report.releases += 1;
-        match outcome {
-            Some(o @ (RunResult::Succeeded | RunResult::Failed)) if record => {
-                self.record(run, o).await
+        match (outcome, record) {
+            (Some(RunResult::Succeeded | RunResult::Failed), Some(record)) => {
+                self.record(run, &record).await;
             }
-            Some(RunResult::Lost) => {
+            (Some(RunResult::Lost), _) => {
                 let note = format!("worker {worker} released: its run {run} no longer exists");
                 self.pool_event(true, "RunLost", &note).await;
             }
@@ -693,21 +789,209 @@ impl<C: ControllerApi> Exec<'_, C> {
         }
     }
 
-    async fn record(&mut self, run: &RunKey, outcome: RunResult) {
-        let patch =
-            json!({ "metadata": { "annotations": { ANNOTATION_RESULT: outcome.as_str() } } });
+    /// Writes a finished run's result: the tail of its worker's log (kept in
+    /// a ConfigMap, so `runyard logs` has it after the pod is gone), then the
+    /// annotations and one Event. Returns whether it was written.
+    ///
+    /// The log is written first: if keeping it fails, nothing is recorded and
+    /// the pod is not deleted in this pass, so the next pass tries again. A
+    /// log that cannot be read (the node is gone) does not hold the result.
+    async fn record(&mut self, run: &RunKey, record: &Recording) -> bool {
+        if !self.keep_log(run, record).await {
+            if let Some((pod, _)) = &record.log_from {
+                self.keep_pods.insert(pod.clone());
+            }
+            return false;
+        }
+        let outcome = record.result;
+        let detail = serde_json::to_string(&record.detail).unwrap_or_default();
+        let patch = json!({ "metadata": { "annotations": {
+            ANNOTATION_RESULT: outcome.as_str(),
+            ANNOTATION_RESULT_DETAIL: detail,
+        } } });
         match self.patch_run(run, &patch).await {
             Ok(()) | Err(ClusterError::NotFound) => {
                 let warning = outcome != RunResult::Succeeded;
-                self.event(
-                    run,
-                    warning,
-                    outcome.as_str(),
-                    &format!("run {}", outcome.as_str().to_lowercase()),
-                )
-                .await;
+                self.event(run, warning, outcome.as_str(), &result_note(&record.detail))
+                    .await;
+                true
             }
-            Err(e) => self.failed("recording a result", e),
+            Err(e) => {
+                self.failed("recording a result", e);
+                false
+            }
+        }
+    }
+
+    /// Keeps the run's result with the tail of its worker log (empty if the
+    /// log cannot be read: a pod that never started, a node that is gone;
+    /// `logTailBytes: 0` keeps none). False if the ConfigMap write failed.
+    async fn keep_log(&mut self, run: &RunKey, record: &Recording) -> bool {
+        let limit = self.pool.map_or(0, |p| p.spec.log_tail_bytes());
+        let Some((pod, container)) = record.log_from.as_ref() else {
+            return true;
+        };
+        let tail = if limit == 0 {
+            None
+        } else {
+            match self.c.log_tail(self.ns, pod, container, limit).await {
+                Ok(tail) => Some(tail),
+                Err(e) => {
+                    tracing::debug!(run = %run, error = %e, "no log tail kept: the log cannot be read");
+                    None
+                }
+            }
+        };
+        let Some(cm) = self.log_configmap(run, tail.as_deref(), &record.detail) else {
+            return true;
+        };
+        match self.c.save_log(self.ns, &cm).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed("keeping a run's log tail", e);
+                false
+            }
+        }
+    }
+
+    /// The ConfigMap that keeps a run's log tail: owned by the Job (it goes
+    /// with it), or for a bare Pod (which is deleted when it succeeds) by the
+    /// pool, with an expiry.
+    fn log_configmap(
+        &self,
+        run: &RunKey,
+        tail: Option<&str>,
+        detail: &ResultRecord,
+    ) -> Option<ConfigMap> {
+        let (kind, api_version) = match run.kind {
+            RunKind::Job => ("Job", "batch/v1"),
+            RunKind::Pod => ("Pod", "v1"),
+        };
+        let owner = match run.kind {
+            RunKind::Job => OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: run.name.clone(),
+                uid: self.runs.get(run)?.uid.clone()?,
+                ..OwnerReference::default()
+            },
+            RunKind::Pod => {
+                let pool = self.pool?;
+                OwnerReference {
+                    api_version: WorkerPool::api_version(&()).into_owned(),
+                    kind: WorkerPool::kind(&()).into_owned(),
+                    name: self.pool_name.to_string(),
+                    uid: pool.metadata.uid.clone()?,
+                    ..OwnerReference::default()
+                }
+            }
+        };
+        let mut annotations = BTreeMap::from([(ANNOTATION_LOG_OF.to_string(), run.to_string())]);
+        if run.kind == RunKind::Pod {
+            let expires =
+                Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(BARE_LOG_TTL_SECS);
+            annotations.insert(ANNOTATION_EXPIRES_AT.to_string(), expires.to_string());
+        }
+        Some(ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(log_configmap_name(kind, &run.name)),
+                namespace: Some(self.ns.to_string()),
+                labels: Some(BTreeMap::from([
+                    (LABEL_POOL.to_string(), self.pool_name.to_string()),
+                    (LABEL_LOG_TAIL.to_string(), "true".to_string()),
+                ])),
+                annotations: Some(annotations),
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            data: Some(
+                tail.map(|t| ("log".to_string(), t.to_string()))
+                    .into_iter()
+                    .chain([(
+                        "result".to_string(),
+                        serde_json::to_string(detail).unwrap_or_default(),
+                    )])
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    /// Fails a claimed run that will not finish by itself, recording why
+    /// with the pod's latest Warning Events. A Job is ended first (a
+    /// deadline it has passed: the Job controller fails it and removes its
+    /// pods; its worker is released when it shows failed), then recorded; a
+    /// retry after a failed record finds it still running and unrecorded. A
+    /// bare Pod is recorded first (its log is kept before the pod goes), then
+    /// deleted and its worker released; a retry finds it recorded
+    /// (`recorded`) and only deletes.
+    async fn fail_stuck(
+        &mut self,
+        run: &RunKey,
+        worker: &str,
+        worker_rv: &str,
+        mut record: Recording,
+        pod: Option<&str>,
+        recorded: bool,
+    ) {
+        if let Some(pod) = pod.filter(|_| !recorded) {
+            match self.c.pod_warnings(self.ns, pod).await {
+                Ok(warnings) if !warnings.is_empty() => {
+                    let msg = record.detail.message.take().unwrap_or_default();
+                    record.detail.message = Some(format!("{msg}; events: {}", warnings.join("; ")));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(pod, error = %e, "no Warning Events for a stuck run"),
+            }
+        }
+        tracing::info!(run = %run, pool = self.pool_name, reason = ?record.detail.reason, "failing a stuck run");
+        match run.kind {
+            RunKind::Job => {
+                let elapsed = self
+                    .runs
+                    .get(run)
+                    .and_then(|r| r.started)
+                    .map_or(1, |s| (Timestamp::now().as_second() - s).max(1));
+                let patch = json!({ "spec": { "activeDeadlineSeconds": elapsed } });
+                match self.patch_run(run, &patch).await {
+                    Ok(()) => {
+                        self.record(run, &record).await;
+                    }
+                    Err(e) => self.failed("ending a stuck run", e),
+                }
+            }
+            RunKind::Pod => {
+                if !recorded && !self.record(run, &record).await {
+                    return;
+                }
+                match self.c.delete_pod(self.ns, &run.name).await {
+                    Ok(()) | Err(ClusterError::NotFound) => {
+                        self.wrote(Written::Deleted {
+                            kind: Kind::Pod,
+                            name: run.name.clone(),
+                        });
+                    }
+                    Err(e) => {
+                        self.failed("ending a stuck run", e);
+                        return;
+                    }
+                }
+                let outcome = record.result;
+                match self
+                    .set_worker_status(worker, worker_rv, |s| {
+                        s.phase = WorkerPhase::Idle;
+                        s.current_run = None;
+                        s.last_heartbeat = Some(now());
+                        if outcome != RunResult::Lost {
+                            s.runs_completed += 1;
+                        }
+                    })
+                    .await
+                {
+                    Ok(_) => self.report.releases += 1,
+                    Err(e) => self.failed("releasing the worker of a stuck run", e),
+                }
+            }
         }
     }
 
@@ -741,16 +1025,15 @@ impl<C: ControllerApi> Exec<'_, C> {
     }
 
     /// Fails a running run whose worker printed nothing for `limit` seconds.
-    async fn fail_silent(&mut self, run: &RunKey, limit: i64, deadline: i64) {
-        let message = format!("runyard: the worker printed nothing for {limit}s (logsTimeout)");
-        self.event(run, true, RunResult::LogsTimeout.as_str(), &message)
-            .await;
-        let patch = json!({
-            "metadata": { "annotations": { ANNOTATION_RESULT: RunResult::LogsTimeout.as_str() } },
-            "spec": { "activeDeadlineSeconds": deadline.max(1) },
-        });
-        if let Err(e) = self.patch_run(run, &patch).await {
-            self.failed("failing a silent run", e);
+    /// Ends a silent run (a deadline it has already run: the kubelet or the
+    /// Job controller stops it), then records why, with its log so far.
+    async fn fail_silent(&mut self, run: &RunKey, deadline: i64, record: &Recording) {
+        let patch = json!({ "spec": { "activeDeadlineSeconds": deadline.max(1) } });
+        match self.patch_run(run, &patch).await {
+            Ok(()) => {
+                self.record(run, record).await;
+            }
+            Err(e) => self.failed("failing a silent run", e),
         }
     }
 

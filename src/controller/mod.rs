@@ -31,6 +31,12 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("batch", "jobs", &["get", "list", "watch", "patch"]),
     ("", "pods", &["get", "list", "watch", "patch", "delete"]),
     ("", "pods/log", &["get"]),
+    // Finished runs' log tails and results (`act::sweep_kept_logs` lists
+    // their metadata and deletes expired ones).
+    ("", "configmaps", &["list", "create", "patch", "delete"]),
+    // Warning Events of a stuck run's pod (the kubelet's and scheduler's
+    // reasons); runyard's own Events are written with events.k8s.io.
+    ("", "events", &["list"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 

@@ -142,6 +142,15 @@ impl Caches {
         }
     }
 
+    /// The namespaces that have pools.
+    fn pool_namespaces(&self) -> BTreeSet<String> {
+        self.pools
+            .state()
+            .iter()
+            .filter_map(|p| p.0.as_ref().ok()?.metadata.namespace.clone())
+            .collect()
+    }
+
     /// Pools that runs name but that do not exist (deleted pools).
     fn missing_pools(&self) -> BTreeSet<PoolKey> {
         let mut keys = BTreeSet::new();
@@ -348,6 +357,9 @@ where
 }
 
 /// Keeps of a run Job what the controller reads: metadata, `suspend`, status.
+/// Expired run logs are swept every this many resyncs.
+const SWEEP_EVERY: u64 = 10;
+
 fn trim_job(job: &mut Guarded<Job>) {
     if let Ok(j) = job.0.as_mut() {
         j.metadata.managed_fields = None;
@@ -373,6 +385,7 @@ fn trim_pod(pod: &mut Guarded<Pod>) {
                     })
                     .collect(),
                 scheduling_gates: spec.scheduling_gates,
+                active_deadline_seconds: spec.active_deadline_seconds,
                 ..PodSpec::default()
             });
         }
@@ -597,12 +610,28 @@ pub async fn start(
             }
             ready.store(true, Ordering::Relaxed);
             tracing::info!("controller caches synced");
+            let mut round: u64 = 0;
             loop {
                 for key in ctx.caches.missing_pools() {
                     if let Err(e) = reconcile_key(&key, &ctx).await {
                         tracing::debug!(pool = %key.name, namespace = %key.namespace, error = %e, "runs of a deleted pool: retried on the next resync");
                     }
                 }
+                // Expired logs of bare runs, every SWEEP_EVERY resyncs.
+                if round.is_multiple_of(SWEEP_EVERY) && ctx.leadership.is_leading() {
+                    for ns in ctx.caches.pool_namespaces() {
+                        match super::act::sweep_kept_logs(&ctx.cluster, &ns).await {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                tracing::info!(namespace = %ns, deleted = n, "expired run logs deleted")
+                            }
+                            Err(e) => {
+                                tracing::debug!(namespace = %ns, error = %e, "expired run logs: retried later")
+                            }
+                        }
+                    }
+                }
+                round += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(ctx.resync) => {}
                     _ = stop.requested() => return,

@@ -480,6 +480,7 @@ fn arb_runyard_metadata(
             Just(ANNOTATION_QUEUE),
             Just(ANNOTATION_CLAIMED_AT),
             Just(ANNOTATION_RESULT),
+            Just(ANNOTATION_RESULT_DETAIL),
             Just(ANNOTATION_PRIORITY),
         ]
         .prop_map(str::to_string),

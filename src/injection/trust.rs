@@ -10,8 +10,8 @@ use super::{policy, InjectError};
 use crate::crd::WorkerPoolSpec;
 use crate::vocab::{
     annotation, label, RunResult, ANNOTATION_CLAIMED_AT, ANNOTATION_INJECTED, ANNOTATION_QUEUE,
-    ANNOTATION_RESULT, INIT_CONTAINER, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER, LAUNCHER_CONTAINER,
-    SCHEDULING_GATE,
+    ANNOTATION_RESULT, ANNOTATION_RESULT_DETAIL, INIT_CONTAINER, LABEL_POOL, LABEL_RUN_ID,
+    LABEL_WORKER, LAUNCHER_CONTAINER, SCHEDULING_GATE,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Capabilities, Container, Pod, PodSpec, SecurityContext};
@@ -74,7 +74,11 @@ impl TrustedUsers {
 
 /// Annotations only the controller writes (besides `runyard.dev/result`,
 /// which `runyard cancel` may set to `Cancelled`).
-const CONTROLLER_ANNOTATIONS: [&str; 2] = [ANNOTATION_QUEUE, ANNOTATION_CLAIMED_AT];
+const CONTROLLER_ANNOTATIONS: [&str; 3] = [
+    ANNOTATION_QUEUE,
+    ANNOTATION_CLAIMED_AT,
+    ANNOTATION_RESULT_DETAIL,
+];
 
 /// Removes what only the controller may write from an object a user creates:
 /// the worker label and the queue, claim and result annotations.

@@ -11,7 +11,7 @@
 //! script single requests and cannot express concurrent controllers racing.
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use runyard::cluster::{
@@ -36,6 +36,10 @@ pub enum Op {
     PatchPod,
     DeletePod,
     PoolStatus,
+    /// Reading a log tail.
+    LogTail,
+    /// Keeping a log tail (the ConfigMap write).
+    SaveLog,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +70,8 @@ struct State {
     pods: BTreeMap<(String, String), Pod>,
     events: Vec<RecordedEvent>,
     silent_pods: Vec<String>,
+    warnings: BTreeMap<String, Vec<String>>,
+    configmaps: BTreeMap<(String, String), ConfigMap>,
     logs: BTreeMap<String, Vec<(Timestamp, String)>>,
     /// Log streams end after this many lines, once each.
     log_drops: Vec<usize>,
@@ -95,8 +101,17 @@ fn key(ns: &str, name: &str) -> (String, String) {
     (ns.to_string(), name.to_string())
 }
 
+/// A new resourceVersion; a uid the first time (as the API server gives
+/// every object one on create).
 fn stamp(meta: &mut ObjectMeta, rv: u64) {
     meta.resource_version = Some(rv.to_string());
+    if meta.uid.is_none() {
+        meta.uid = Some(format!(
+            "uid-{}-{}",
+            meta.name.as_deref().unwrap_or_default(),
+            rv
+        ));
+    }
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value> {
@@ -427,6 +442,49 @@ impl MemoryCluster {
         }
     }
 
+    /// A Warning Event about a pod (what the kubelet would write).
+    pub fn warn(&self, pod: &str, text: &str) {
+        self.lock()
+            .warnings
+            .entry(pod.to_string())
+            .or_default()
+            .push(text.to_string());
+    }
+
+    /// Stores a ConfigMap as given (with a new resourceVersion).
+    pub fn put_configmap(&self, ns: &str, mut cm: ConfigMap) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        stamp(&mut cm.metadata, rv);
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        s.configmaps.insert(key(ns, &name), cm);
+    }
+
+    /// A stored ConfigMap.
+    pub fn configmap(&self, ns: &str, name: &str) -> Option<ConfigMap> {
+        self.lock().configmaps.get(&key(ns, name)).cloned()
+    }
+
+    /// Changes a stored Pod (bumping its resourceVersion).
+    pub fn update_pod(&self, ns: &str, name: &str, f: impl FnOnce(&mut Pod)) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        if let Some(p) = s.pods.get_mut(&key(ns, name)) {
+            f(p);
+            stamp(&mut p.metadata, rv);
+        }
+    }
+
+    /// Changes a stored Job (bumping its resourceVersion).
+    pub fn update_job(&self, ns: &str, name: &str, f: impl FnOnce(&mut Job)) {
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        if let Some(j) = s.jobs.get_mut(&key(ns, name)) {
+            f(j);
+            stamp(&mut j.metadata, rv);
+        }
+    }
+
     /// Makes a pod's containers print nothing (for logsTimeout).
     pub fn silence(&self, pod: &str) {
         self.lock().silent_pods.push(pod.to_string());
@@ -641,6 +699,83 @@ impl ControllerApi for MemoryCluster {
         Ok(!self.lock().silent_pods.iter().any(|p| p == pod))
     }
 
+    async fn pod_warnings(&self, _ns: &str, pod: &str) -> Result<Vec<String>> {
+        self.yield_point().await;
+        Ok(self.lock().warnings.get(pod).cloned().unwrap_or_default())
+    }
+
+    async fn log_tail(
+        &self,
+        _ns: &str,
+        pod: &str,
+        _container: &str,
+        max_bytes: usize,
+    ) -> Result<String> {
+        self.yield_point().await;
+        self.fault(Op::LogTail)?;
+        let s = self.lock();
+        let text: String = s
+            .logs
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let mut start = text.len().saturating_sub(max_bytes);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        Ok(text[start..].to_string())
+    }
+
+    async fn save_log(&self, ns: &str, cm: &ConfigMap) -> Result<()> {
+        self.yield_point().await;
+        let late = self.fault(Op::SaveLog)?;
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        let mut cm = cm.clone();
+        let mut s = self.lock();
+        let rv = Self::bump(&mut s);
+        stamp(&mut cm.metadata, rv);
+        s.configmaps.insert(key(ns, &name), cm);
+        drop(s);
+        self.count(Op::SaveLog);
+        late.map_or(Ok(()), Err)
+    }
+
+    async fn kept_logs(&self, ns: &str) -> Result<Vec<ObjectMeta>> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        Ok(self
+            .lock()
+            .configmaps
+            .iter()
+            .filter(|((n, _), cm)| {
+                n == ns
+                    && cm
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.contains_key(runyard::vocab::LABEL_LOG_TAIL))
+            })
+            .map(|(_, cm)| cm.metadata.clone())
+            .collect())
+    }
+
+    async fn delete_kept_log(&self, ns: &str, name: &str, rv: &str) -> Result<()> {
+        self.yield_point().await;
+        let mut s = self.lock();
+        match s.configmaps.get(&key(ns, name)) {
+            None => Ok(()),
+            Some(cm) if cm.metadata.resource_version.as_deref() != Some(rv) => {
+                Err(ClusterError::Conflict)
+            }
+            Some(_) => {
+                s.configmaps.remove(&key(ns, name));
+                Ok(())
+            }
+        }
+    }
+
     async fn event(
         &self,
         regarding: &ObjectReference,
@@ -776,5 +911,26 @@ impl ClientApi for MemoryCluster {
             lines.truncate(n);
         }
         Ok(futures::stream::iter(lines).boxed())
+    }
+
+    async fn read_log(&self, ns: &str, pod: &str, _container: &str) -> Result<String> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        let s = self.lock();
+        if !s.pods.contains_key(&key(ns, pod)) {
+            return Err(ClusterError::NotFound);
+        }
+        Ok(s.logs
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect())
+    }
+
+    async fn get_configmap(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>> {
+        self.yield_point().await;
+        self.fault(Op::Read)?;
+        Ok(self.lock().configmaps.get(&key(ns, name)).cloned())
     }
 }

@@ -6,8 +6,8 @@
 //! which runs to probe for a logs timeout, and the pool's status.
 
 use super::{
-    queue, queue_note, worker_index, worker_name, Action, Counts, FinishedPod, Run, RunKey,
-    RunPhase, Snapshot, WorkerView,
+    queue, queue_note, worker_index, worker_name, Action, Counts, FinishedPod, Recording,
+    ResultRecord, Run, RunKey, RunPhase, Snapshot, WorkerView,
 };
 use crate::crd::{WorkerPhase, WorkerPoolSpec, WorkerPoolStatus};
 use crate::vocab::RunResult;
@@ -25,6 +25,7 @@ pub fn decide(s: &Snapshot) -> (Vec<Action>, Counts) {
         pass.settle_worker(w);
     }
     pass.adopt();
+    pass.watch_running(pool);
     pass.stop_escaped();
     pass.record_results();
     trim_pods(pool, &s.finished_pods, &mut pass.actions);
@@ -32,6 +33,59 @@ pub fn decide(s: &Snapshot) -> (Vec<Action>, Counts) {
     let counts = pass.claim_and_note(pool.pool_size.max(0));
     pass.fail_silent(pool);
     (pass.actions, counts)
+}
+
+/// Waiting reasons that never resolve by waiting: the run fails at once.
+/// (`ImagePullBackOff` is a pull that failed more than once.)
+pub const TERMINAL_WAITING: [&str; 4] = [
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "ErrImageNeverPull",
+    "ImagePullBackOff",
+];
+
+/// How often a busy worker's `lastHeartbeat` is written while its launcher
+/// is ready.
+pub const HEARTBEAT_EVERY_SECS: i64 = 60;
+
+fn rfc3339(secs: i64) -> Option<String> {
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// The result record of a run that ended with `result`.
+fn recording(s: &Snapshot, run: &Run, result: RunResult, reason: Option<String>) -> Recording {
+    let facts = s.run_pods.get(&run.key);
+    let exit_code = facts.and_then(|f| f.exit_code);
+    let (k8s_reason, message) = match &run.finish_reason {
+        Some((r, m)) => (Some(r.clone()), Some(m.clone()).filter(|m| !m.is_empty())),
+        None => (None, None),
+    };
+    let reason = reason.or(k8s_reason).or_else(|| match (result, exit_code) {
+        (RunResult::Failed, Some(code)) if code != 0 => Some("NonZeroExit".to_string()),
+        (RunResult::Lost, _) => Some("RunVanished".to_string()),
+        _ => None,
+    });
+    let started = run.started.or(run.claimed_at);
+    let finished = run
+        .finished
+        .or_else(|| facts.and_then(|f| f.finished))
+        .or((s.now > 0).then_some(s.now));
+    Recording {
+        result,
+        detail: ResultRecord {
+            outcome: result.as_str().to_string(),
+            reason,
+            message,
+            exit_code,
+            started_at: started.and_then(rfc3339),
+            finished_at: finished.and_then(rfc3339),
+            duration_seconds: started.zip(finished).map(|(a, b)| (b - a).max(0)),
+            worker: run.worker.clone(),
+        },
+        log_from: facts.and_then(|f| Some((f.name.clone(), f.worker_container.clone()?))),
+    }
 }
 
 /// How old a pod of an unknown Job must be before it is treated as escaped
@@ -68,6 +122,8 @@ struct Pass<'a> {
     released_outcomes: BTreeSet<&'a RunKey>,
     /// Runs bound to their (idle) worker in this pass.
     adopted: BTreeSet<&'a RunKey>,
+    /// The worker of each running run it holds.
+    holders: BTreeMap<&'a RunKey, &'a WorkerView>,
     /// Workers released in this pass: claimable right away (the executor fills
     /// in their resourceVersion after the release write).
     released_now: Vec<&'a str>,
@@ -85,6 +141,7 @@ impl<'a> Pass<'a> {
             held: BTreeSet::new(),
             released_outcomes: BTreeSet::new(),
             adopted: BTreeSet::new(),
+            holders: BTreeMap::new(),
             released_now: Vec::new(),
         }
     }
@@ -121,13 +178,17 @@ impl<'a> Pass<'a> {
             return;
         };
         let run = self.runs.get(key).copied();
+        let s = self.s;
         let release = |outcome: Option<RunResult>| Action::Release {
             worker: w.name.clone(),
             rv: w.resource_version.clone(),
             run: key.clone(),
             outcome,
             delete: draining,
-            record: run.is_some_and(|r| !r.result_recorded),
+            record: match (run, outcome) {
+                (Some(r), Some(o)) if !r.result_recorded => Some(recording(s, r, o, None)),
+                _ => None,
+            },
         };
         let complete = |r: &Run| Action::CompleteClaim {
             worker: w.name.clone(),
@@ -149,6 +210,7 @@ impl<'a> Pass<'a> {
                     }
                     RunPhase::Running => {
                         self.hold(key);
+                        self.holders.insert(key, w);
                         None
                     }
                 },
@@ -199,6 +261,92 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Claimed, running runs that will not finish by themselves: a pod that
+    /// never started (pending too long, or waiting for a reason that never
+    /// resolves) or a launcher that stopped beating. And the heartbeat of the
+    /// others' workers.
+    fn watch_running(&mut self, pool: &WorkerPoolSpec) {
+        let now = self.s.now;
+        if now == 0 {
+            return;
+        }
+        let pending = pool.pending_timeout().as_secs() as i64;
+        let heartbeat = pool.heartbeat_timeout().as_secs() as i64;
+        for (key, w) in std::mem::take(&mut self.holders) {
+            let Some(run) = self.runs.get(key).copied() else {
+                continue;
+            };
+            // A Job ended as stuck and recorded: the Job controller fails it.
+            if run.result_recorded && key.kind == super::RunKind::Job {
+                continue;
+            }
+            let facts = self.s.run_pods.get(key);
+            let claimed = run.claimed_at.unwrap_or(run.created);
+            let stuck = match facts {
+                Some(f) if !f.started_running() => match &f.waiting {
+                    Some((c, reason, message)) if TERMINAL_WAITING.contains(&reason.as_str()) => {
+                        Some((RunResult::Failed, reason.clone(), format!("container {c}: {reason}: {message}")))
+                    }
+                    waiting if now - claimed >= pending => Some(match waiting {
+                        Some((c, reason, message)) => (
+                            RunResult::Failed,
+                            reason.clone(),
+                            format!("container {c}: {reason}: {message} (not started {pending}s after the claim: pendingTimeout)"),
+                        ),
+                        None => (
+                            RunResult::Failed,
+                            "PendingTimeout".to_string(),
+                            format!("the pod was not started {pending}s after the claim (pendingTimeout; unschedulable?)"),
+                        ),
+                    }),
+                    _ => None,
+                },
+                Some(f)
+                    if f.phase.as_deref() == Some("Running")
+                        && f.launcher_ready == Some(false)
+                        && f.not_ready_since.is_some_and(|t| now - t >= heartbeat) =>
+                {
+                    Some((
+                        RunResult::Lost,
+                        "LauncherNotReady".to_string(),
+                        format!("the launcher has not been ready (no heartbeat) for {heartbeat}s (heartbeatTimeout)"),
+                    ))
+                }
+                Some(_) => None,
+                None if run.key.kind == super::RunKind::Job && now - claimed >= pending => Some((
+                    RunResult::Failed,
+                    "PendingTimeout".to_string(),
+                    format!("the Job created no pod {pending}s after the claim (pendingTimeout; a quota, or an admission denial? see the Job's Events)"),
+                )),
+                None => None,
+            };
+            if let Some((result, reason, message)) = stuck {
+                let mut record = recording(self.s, run, result, Some(reason));
+                record.detail.message = Some(message);
+                record.detail.worker = Some(w.name.clone());
+                self.actions.push(Action::FailStuck {
+                    run: key.clone(),
+                    worker: w.name.clone(),
+                    worker_rv: w.resource_version.clone(),
+                    record,
+                    pod: facts.map(|f| f.name.clone()),
+                    recorded: run.result_recorded,
+                });
+                continue;
+            }
+            let alive = facts.is_some_and(|f| f.launcher_ready == Some(true));
+            let due = w
+                .last_heartbeat
+                .is_none_or(|t| now - t >= HEARTBEAT_EVERY_SECS);
+            if alive && due {
+                self.actions.push(Action::Heartbeat {
+                    worker: w.name.clone(),
+                    rv: w.resource_version.clone(),
+                });
+            }
+        }
+    }
+
     /// Runs that run although no worker holds them escaped the queue (the
     /// webhook was bypassed, or someone else started them): they are stopped.
     /// A stale view cannot stop a run by mistake: the writes are guarded by
@@ -240,7 +388,7 @@ impl<'a> Pass<'a> {
             {
                 self.actions.push(Action::RecordResult {
                     run: run.key.clone(),
-                    outcome: finished_result(run.phase),
+                    record: recording(self.s, run, finished_result(run.phase), None),
                 });
             }
         }
@@ -362,13 +510,34 @@ impl<'a> Pass<'a> {
         let Some(limit) = logs_timeout(pool) else {
             return;
         };
-        for (run, running_for) in self.s.silent.iter().filter(|(_, e)| *e > 0) {
-            self.actions.push(Action::FailSilent {
-                run: run.clone(),
-                limit,
+        let stuck: BTreeSet<&RunKey> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::FailStuck { run, .. } => Some(run),
+                _ => None,
+            })
+            .collect();
+        let mut failing = Vec::new();
+        for (key, running_for) in self.s.silent.iter().filter(|(_, e)| *e > 0) {
+            let Some(run) = self.runs.get(key).copied() else {
+                continue;
+            };
+            if stuck.contains(key) {
+                continue;
+            }
+            let mut record = recording(self.s, run, RunResult::LogsTimeout, None);
+            record.detail.reason = Some("LogsTimeout".to_string());
+            record.detail.message = Some(format!(
+                "the worker printed nothing for {limit}s (logsTimeout)"
+            ));
+            failing.push(Action::FailSilent {
+                run: key.clone(),
                 deadline: *running_for,
+                record,
             });
         }
+        self.actions.extend(failing);
     }
 }
 
@@ -449,7 +618,7 @@ pub fn logs_probes(s: &Snapshot, now: i64) -> Vec<LogsProbe> {
     let claimed_long_ago = |r: &Run| r.claimed_at.is_some_and(|t| now - t >= limit);
     let mut probes = Vec::new();
     for run in &s.runs {
-        if run.worker.is_none() || !claimed_long_ago(run) {
+        if run.worker.is_none() || run.result_recorded || !claimed_long_ago(run) {
             continue;
         }
         let pod = match run.key.kind {
@@ -555,6 +724,10 @@ mod tests {
             other_gates: vec![],
             uid: None,
             claimed_at: None,
+            started: None,
+            finished: None,
+            finish_reason: None,
+            active_deadline: None,
         }
     }
 
@@ -564,6 +737,7 @@ mod tests {
             resource_version: format!("rv-{name}"),
             phase: WorkerPhase::Idle,
             current_run: None,
+            last_heartbeat: None,
         }
     }
 
@@ -830,7 +1004,7 @@ mod tests {
                 run: RunKey::job("r1"),
                 outcome: None,
                 delete: false,
-                record: true
+                record: None
             }]
         );
     }

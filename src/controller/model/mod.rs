@@ -99,6 +99,77 @@ pub struct Run {
     pub uid: Option<String>,
     /// `runyard.dev/claimed-at`, seconds since the epoch.
     pub claimed_at: Option<i64>,
+    /// When it started (the Job's or the Pod's `status.startTime`).
+    pub started: Option<i64>,
+    /// When it finished (the Job's completion or failure, the Pod's worker).
+    pub finished: Option<i64>,
+    /// Why it finished as it did, as Kubernetes says (`DeadlineExceeded`,
+    /// `BackoffLimitExceeded`, `Evicted`), and the message.
+    pub finish_reason: Option<(String, String)>,
+    /// A bare Pod's `spec.activeDeadlineSeconds`.
+    pub active_deadline: Option<i64>,
+}
+
+/// What the pod of a run says (a Job's newest pod, or the bare Pod itself).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodFacts {
+    pub name: String,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `status.startTime` (the kubelet took it on), seconds since the epoch.
+    pub started: Option<i64>,
+    /// A container that waits with a reason other than creation in progress:
+    /// (container, reason, message).
+    pub waiting: Option<(String, String, String)>,
+    /// The worker container (the first regular one that is not runyard's).
+    pub worker_container: Option<String>,
+    /// Its exit code and when it finished, once terminated.
+    pub exit_code: Option<i32>,
+    pub finished: Option<i64>,
+    /// `status.reason` / `status.message` of the pod (e.g. `Evicted`).
+    pub reason: Option<(String, String)>,
+    /// Whether the launcher container is ready (its heartbeat), if it runs.
+    pub launcher_ready: Option<bool>,
+    /// Since when the pod's containers have not all been ready.
+    pub not_ready_since: Option<i64>,
+}
+
+impl PodFacts {
+    /// The kubelet started it (running or done).
+    pub fn started_running(&self) -> bool {
+        matches!(
+            self.phase.as_deref(),
+            Some("Running" | "Succeeded" | "Failed")
+        )
+    }
+}
+
+/// The record of a finished run, written as `runyard.dev/result-detail`
+/// (JSON), kept with the run's log tail, and shown by `runyard status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultRecord {
+    /// A [`RunResult`].
+    pub outcome: String,
+    /// Why, in a word (`DeadlineExceeded`, `ImagePullBackOff`, `NonZeroExit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why, for a person (the pull error, the Job's message, Warning Events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The worker container's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A finished run pod kept for history.
@@ -118,6 +189,8 @@ pub struct WorkerView {
     pub resource_version: String,
     pub phase: WorkerPhase,
     pub current_run: Option<RunKey>,
+    /// `status.lastHeartbeat`, seconds since the epoch.
+    pub last_heartbeat: Option<i64>,
 }
 
 /// A run pod in phase Running (the pod a logs timeout is checked on).
@@ -158,6 +231,8 @@ pub struct Snapshot {
     pub running_pods: Vec<RunningPod>,
     /// Pods of Jobs labeled for this pool.
     pub job_pods: Vec<JobPod>,
+    /// What each run's pod says.
+    pub run_pods: std::collections::BTreeMap<RunKey, PodFacts>,
     /// The time of the pass, seconds since the epoch (0: unknown, nothing
     /// time-based is decided).
     pub now: i64,
@@ -206,12 +281,28 @@ pub enum Action {
         run: RunKey,
         outcome: Option<RunResult>,
         delete: bool,
-        /// Record the outcome on the run (not when a result, e.g. Cancelled,
-        /// is already there).
-        record: bool,
+        /// The result to record on the run (not when a result, e.g.
+        /// Cancelled, is already there), and the worker log to keep with it.
+        record: Option<Recording>,
     },
-    /// Record the outcome on the run (annotation and Event).
-    RecordResult { run: RunKey, outcome: RunResult },
+    /// Record the outcome on the run (annotations, Event, log tail).
+    RecordResult { run: RunKey, record: Recording },
+    /// A claimed run that will not finish by itself: its pod never started
+    /// (pending too long, or a waiting reason that never resolves), or its
+    /// launcher stopped beating. Its result is recorded and it is ended; a
+    /// bare Pod is deleted and its worker released at once.
+    FailStuck {
+        run: RunKey,
+        worker: String,
+        worker_rv: String,
+        record: Recording,
+        /// The pod whose Warning Events explain it.
+        pod: Option<String>,
+        /// The result is already written (a bare Pod whose delete failed).
+        recorded: bool,
+    },
+    /// The run's launcher is alive: `status.lastHeartbeat` of its worker.
+    Heartbeat { worker: String, rv: String },
     /// Delete a run pod (succeeded and not kept, or trimmed from history).
     DeletePod { name: String, reason: &'static str },
     /// Fail a run that can never run (its pool is gone, it escaped injection).
@@ -241,13 +332,23 @@ pub enum Action {
         pod_rv: String,
         job: String,
     },
-    /// Fail a running run whose worker printed nothing for `limit` seconds:
-    /// its deadline becomes `deadline` seconds, which it has already run.
+    /// Fail a running run whose worker printed nothing for `logsTimeout`:
+    /// its deadline becomes `deadline` seconds, which it has already run,
+    /// and its result is recorded.
     FailSilent {
         run: RunKey,
-        limit: i64,
         deadline: i64,
+        record: Recording,
     },
+}
+
+/// A result to write, and where the log to keep with it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    pub result: RunResult,
+    pub detail: ResultRecord,
+    /// (pod, container) whose log tail is kept.
+    pub log_from: Option<(String, String)>,
 }
 
 /// Pool status as `decide` computes it.

@@ -1,11 +1,14 @@
 //! From the objects of one pool (its WorkerPool, Workers, run Jobs and run
 //! Pods) to the model's [`Snapshot`].
 
-use super::{FinishedPod, JobPod, Run, RunKey, RunPhase, RunningPod, Snapshot, WorkerView};
+use super::{
+    FinishedPod, JobPod, PodFacts, Run, RunKey, RunPhase, RunningPod, Snapshot, WorkerView,
+};
 use crate::crd::{Worker, WorkerPool};
 use crate::vocab::{
     annotation, controlled_by_job, controlling_job, is_injected, label, ANNOTATION_CLAIMED_AT,
-    ANNOTATION_PRIORITY, ANNOTATION_QUEUE, ANNOTATION_RESULT, LABEL_WORKER, SCHEDULING_GATE,
+    ANNOTATION_PRIORITY, ANNOTATION_QUEUE, ANNOTATION_RESULT, INIT_CONTAINER, LABEL_WORKER,
+    LAUNCHER_CONTAINER, SCHEDULING_GATE,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -21,25 +24,51 @@ pub struct JobSummary {
     /// The Job's metadata, without managedFields.
     pub metadata: ObjectMeta,
     pub suspend: Option<bool>,
-    /// `(type, status)` of the Job's conditions.
-    pub conditions: Vec<(String, String)>,
+    /// The Job's conditions.
+    pub conditions: Vec<JobCondition>,
+    /// `status.startTime`, seconds since the epoch.
+    pub start_time: Option<i64>,
+    /// `status.completionTime`, seconds since the epoch.
+    pub completion_time: Option<i64>,
+}
+
+/// One of a Job's conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCondition {
+    pub type_: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    /// Seconds since the epoch.
+    pub since: Option<i64>,
 }
 
 impl JobSummary {
     pub fn of(job: &Job) -> Self {
         let mut metadata = job.metadata.clone();
         metadata.managed_fields = None;
+        let status = job.status.as_ref();
         Self {
             metadata,
             suspend: job.spec.as_ref().and_then(|s| s.suspend),
-            conditions: job
-                .status
-                .as_ref()
+            conditions: status
                 .and_then(|s| s.conditions.as_ref())
                 .into_iter()
                 .flatten()
-                .map(|c| (c.type_.clone(), c.status.clone()))
+                .map(|c| JobCondition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    since: c.last_transition_time.as_ref().map(|t| t.0.as_second()),
+                })
                 .collect(),
+            start_time: status
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.as_second()),
+            completion_time: status
+                .and_then(|s| s.completion_time.as_ref())
+                .map(|t| t.0.as_second()),
         }
     }
 
@@ -47,10 +76,14 @@ impl JobSummary {
         self.metadata.name.clone().unwrap_or_default()
     }
 
-    fn condition_true(&self, types: &[&str]) -> bool {
+    fn condition(&self, types: &[&str]) -> Option<&JobCondition> {
         self.conditions
             .iter()
-            .any(|(t, status)| types.contains(&t.as_str()) && status == "True")
+            .find(|c| types.contains(&c.type_.as_str()) && c.status == "True")
+    }
+
+    fn condition_true(&self, types: &[&str]) -> bool {
+        self.condition(types).is_some()
     }
 }
 
@@ -73,13 +106,20 @@ pub fn run_from_job(job: &JobSummary) -> Run {
     } else {
         RunPhase::Running
     };
-    run_common(
+    let mut run = run_common(
         RunKey::job(job.name()),
         &job.metadata,
         phase,
         false,
         Vec::new(),
-    )
+    );
+    run.started = job.start_time;
+    let end = job.condition(&["Complete", "SuccessCriteriaMet", "Failed", "FailureTarget"]);
+    run.finished = job.completion_time.or_else(|| end.and_then(|c| c.since));
+    run.finish_reason = end
+        .filter(|c| c.type_ == "Failed" || c.type_ == "FailureTarget")
+        .and_then(|c| Some((c.reason.clone()?, c.message.clone().unwrap_or_default())));
+    run
 }
 
 fn run_common(
@@ -106,6 +146,10 @@ fn run_common(
         claimed_at: annotation(meta, ANNOTATION_CLAIMED_AT)
             .and_then(|t| t.parse::<Timestamp>().ok())
             .map(|t| t.as_second()),
+        started: None,
+        finished: None,
+        finish_reason: None,
+        active_deadline: None,
     }
 }
 
@@ -135,13 +179,90 @@ pub fn run_from_pod(pod: &Pod) -> Option<Run> {
     };
     let other_gates = gates.into_iter().filter(|g| g != SCHEDULING_GATE).collect();
     let escaped = !is_injected(&pod.metadata) && pod.metadata.deletion_timestamp.is_none();
-    Some(run_common(
+    let mut run = run_common(
         RunKey::pod(pod.name_any()),
         &pod.metadata,
         phase,
         escaped,
         other_gates,
-    ))
+    );
+    let facts = pod_facts(pod);
+    run.started = facts.started;
+    run.finished = facts.finished;
+    run.finish_reason = facts.reason.clone();
+    run.active_deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    Some(run)
+}
+
+/// Waiting reasons that mean "still being created", not a problem.
+const CREATING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+
+/// What a pod says, for results, stuck pods and heartbeats.
+pub fn pod_facts(pod: &Pod) -> PodFacts {
+    let status = pod.status.as_ref();
+    let statuses = || {
+        status
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .chain(
+                status
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten(),
+            )
+    };
+    let worker_container = pod.spec.as_ref().and_then(|s| {
+        s.containers
+            .iter()
+            .find(|c| c.name != LAUNCHER_CONTAINER && c.name != INIT_CONTAINER)
+            .map(|c| c.name.clone())
+    });
+    let waiting = statuses().find_map(|c| {
+        let w = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.clone()?;
+        (!CREATING.contains(&reason.as_str())).then(|| {
+            (
+                c.name.clone(),
+                reason,
+                w.message.clone().unwrap_or_default(),
+            )
+        })
+    });
+    let terminated = statuses()
+        .find(|c| Some(&c.name) == worker_container.as_ref())
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref());
+    let not_ready_since = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "ContainersReady" && c.status == "False")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_second());
+    PodFacts {
+        name: pod.name_any(),
+        phase: status.and_then(|s| s.phase.clone()),
+        started: status
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_second()),
+        waiting,
+        worker_container,
+        exit_code: terminated.map(|t| t.exit_code),
+        finished: terminated
+            .and_then(|t| t.finished_at.as_ref())
+            .map(|t| t.0.as_second()),
+        reason: status.and_then(|s| s.reason.clone()).map(|r| {
+            (
+                r,
+                status.and_then(|s| s.message.clone()).unwrap_or_default(),
+            )
+        }),
+        launcher_ready: statuses()
+            .find(|c| c.name == LAUNCHER_CONTAINER)
+            .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            .map(|c| c.ready),
+        not_ready_since,
+    }
 }
 
 /// A finished run pod that history limits apply to.
@@ -214,6 +335,7 @@ pub fn worker_view(w: &Worker) -> WorkerView {
         resource_version: w.metadata.resource_version.clone().unwrap_or_default(),
         phase: status.phase,
         current_run: status.current_run.as_deref().and_then(RunKey::parse),
+        last_heartbeat: status.last_heartbeat.as_ref().map(|t| t.0.as_second()),
     }
 }
 
@@ -226,6 +348,18 @@ pub fn model_snapshot(
 ) -> Snapshot {
     let mut runs: Vec<Run> = jobs.iter().map(run_from_job).collect();
     runs.extend(pods.iter().filter_map(run_from_pod));
+    // Each run's pod: a bare Pod itself, a Job's newest pod.
+    let mut run_pods: std::collections::BTreeMap<RunKey, (i64, PodFacts)> = Default::default();
+    for pod in pods {
+        let key = match controlling_job(&pod.metadata) {
+            Some(job) => RunKey::job(job),
+            None => RunKey::pod(pod.name_any()),
+        };
+        let created = seconds(&pod.metadata);
+        if run_pods.get(&key).is_none_or(|(c, _)| *c <= created) {
+            run_pods.insert(key, (created, pod_facts(pod)));
+        }
+    }
     Snapshot {
         pool_name: pool.map(|p| p.name_any()).unwrap_or_default(),
         pool: pool.map(|p| p.spec.clone()),
@@ -234,6 +368,7 @@ pub fn model_snapshot(
         finished_pods: pods.iter().filter_map(finished_pod).collect(),
         running_pods: pods.iter().filter_map(running_pod).collect(),
         job_pods: pods.iter().filter_map(job_pod).collect(),
+        run_pods: run_pods.into_iter().map(|(k, (_, f))| (k, f)).collect(),
         now: 0,
         silent: Vec::new(),
     }
