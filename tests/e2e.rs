@@ -271,6 +271,98 @@ async fn a_pool_of_two_runs_five_jobs_two_at_a_time_and_scales_safely() {
     })
     .await;
 
+    // Each finished run kept its log tail and result, owned by its Job
+    // (its successful pod is gone).
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &ns);
+    let kept = configmaps
+        .get(&runyard::vocab::log_configmap_name("Job", "run-0"))
+        .await
+        .expect("the log tail of run-0 is kept");
+    let data = kept.data.clone().unwrap_or_default();
+    assert!(
+        data.get("log").is_some_and(|l| l.contains("run run-0")),
+        "{data:?}"
+    );
+    let record: runyard::controller::model::ResultRecord =
+        serde_json::from_str(data.get("result").map(String::as_str).unwrap_or("{}"))
+            .expect("result record");
+    assert_eq!(
+        (record.outcome.as_str(), record.exit_code),
+        ("Succeeded", Some(0))
+    );
+    assert!(
+        record.worker.is_some() && record.duration_seconds.is_some(),
+        "{record:?}"
+    );
+    assert_eq!(
+        kept.owner_references().first().map(|o| o.kind.as_str()),
+        Some("Job")
+    );
+
+    // An image that cannot be pulled fails the run with the pull error in
+    // its result, long before activeDeadlineSeconds, and frees the worker.
+    let mut unpullable = queued_job("unpullable", 1);
+    if let Some(spec) = unpullable
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+    {
+        spec.containers[0].image = Some("registry.invalid/runyard-e2e/missing:1".into());
+    }
+    jobs.create(&PostParams::default(), &unpullable)
+        .await
+        .expect("job");
+    wait(Duration::from_secs(240), || async {
+        jobs.get("unpullable").await.is_ok_and(|j| {
+            j.annotations()
+                .get(runyard::vocab::ANNOTATION_RESULT)
+                .map(String::as_str)
+                == Some("Failed")
+        })
+    })
+    .await;
+    let job = jobs.get("unpullable").await.expect("job");
+    let detail: runyard::controller::model::ResultRecord = serde_json::from_str(
+        job.annotations()
+            .get(runyard::vocab::ANNOTATION_RESULT_DETAIL)
+            .map(String::as_str)
+            .unwrap_or("{}"),
+    )
+    .expect("result detail");
+    assert!(
+        matches!(
+            detail.reason.as_deref(),
+            Some("ImagePullBackOff" | "ErrImagePull" | "PendingTimeout")
+        ),
+        "{detail:?}"
+    );
+    let message = detail.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("registry.invalid/runyard-e2e/missing:1"),
+        "{message}"
+    );
+    wait(Duration::from_secs(120), || async {
+        jobs.get("unpullable").await.is_ok_and(|j| {
+            j.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    matches!(c.type_.as_str(), "Failed" | "FailureTarget") && c.status == "True"
+                })
+            })
+        })
+    })
+    .await;
+    wait(Duration::from_secs(60), || async {
+        workers.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.iter().all(|w| {
+                w.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == WorkerPhase::Idle)
+            })
+        })
+    })
+    .await;
+
     let _ = stop_tx.send(true);
     controller.await.expect("join").expect("controller");
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
