@@ -42,7 +42,7 @@ struct Args {
     /// Use HTTP/2 (default HTTP/1.1).
     #[arg(long)]
     h2: bool,
-    /// PID of the server, to sample its resident memory.
+    /// PID of the server, to sample its resident memory and CPU time.
     #[arg(long)]
     pid: Option<u32>,
     /// Label printed with the results.
@@ -64,6 +64,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// User + system CPU time of a process so far, in microseconds
+/// (`/proc/PID/stat` fields 14 and 15, in USER_HZ = 100 ticks per second).
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: count from its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
 }
 
 async fn connect(args: &Args, ca: &str) -> client::Conn {
@@ -100,6 +111,7 @@ async fn main() {
     for _ in 0..args.connections {
         conns.push(connect(&args, &ca).await);
     }
+    let cpu_before = args.pid.and_then(cpu_us);
     let start = Instant::now();
     let end = start + args.duration;
     let per_conn_interval = (args.rate > 0)
@@ -150,6 +162,7 @@ async fn main() {
         all.errors += t.errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = args.pid.and_then(cpu_us);
     stop.store(true, Ordering::Relaxed);
     all.latencies_us.sort_unstable();
     let n = all.latencies_us.len();
@@ -175,6 +188,26 @@ async fn main() {
         q(0.999),
         q(1.0),
         all.statuses,
+        all.errors,
+    );
+    let ok = all.statuses.get(&200).copied().unwrap_or(0);
+    let cpu_per_review = cpu_before
+        .zip(cpu_after)
+        .filter(|_| ok > 0)
+        .map(|(a, b)| (b - a) as f64 / ok as f64);
+    if let Some(us) = cpu_per_review {
+        println!("{}: server CPU {us:.1} µs per answered review", args.label);
+    }
+    // One machine-readable line (benches/compare-baseline.sh reads it).
+    println!(
+        "SUMMARY label={} rps={:.1} p50_ms={:.3} p99_ms={:.3} cpu_us={} ok={} other={} errors={}",
+        args.label.replace(' ', "_"),
+        ok as f64 / elapsed,
+        q(0.50),
+        q(0.99),
+        cpu_per_review.map_or("-".to_string(), |c| format!("{c:.1}")),
+        ok,
+        n as u64 - ok,
         all.errors,
     );
     if let Some(s) = sampler {
