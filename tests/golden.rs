@@ -90,6 +90,59 @@ fn lists_and_non_runs() {
     check("mixed.yaml", &out);
 }
 
+/// A golang image's PATH survives, with runyard's binaries first: the worker
+/// gets no PATH in its spec (which would hide the image's), and its command,
+/// run through the exec shim as injected, sees `/opt/runyard/binaries` and
+/// then exactly the image's PATH, and finds `go` there.
+#[test]
+fn a_golang_image_keeps_its_path_with_runyards_tools_first() {
+    let out = inject(
+        "tests/golden/go.input.yaml",
+        SidecarMode::Native,
+        &StaticPools::default_pool(),
+    );
+    check("go.yaml", &out);
+
+    let job: k8s_openapi::api::batch::v1::Job = serde_norway::from_str(&out).expect("a Job");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let test = &pod.containers[0];
+    assert!(
+        test.env.iter().flatten().all(|e| e.name != "PATH"),
+        "a PATH in the spec would replace the image's"
+    );
+    let command = test.command.clone().expect("command");
+    assert_eq!(command[0], runyard::vocab::EXEC_SHIM_PATH);
+    let lint = &pod.containers[1];
+    assert!(lint.command.is_none(), "the entrypoint is left alone");
+
+    // Run the injected command as the container would, with the golang
+    // image's PATH (rooted in a temporary directory).
+    let root = tempfile::tempdir().expect("tempdir");
+    let go = root.path().join("usr/local/go/bin/go");
+    std::fs::create_dir_all(go.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&go, "#!/bin/sh\necho \"go $* PATH=$PATH\"\n").expect("go");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&go, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let image_path = format!(
+        "{r}/go/bin:{r}/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        r = root.path().display()
+    );
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_runyard-exec"))
+        .args(&command[1..])
+        .env("PATH", &image_path)
+        .output()
+        .expect("run the injected command");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        format!("go test ./... PATH=/opt/runyard/binaries:{image_path}")
+    );
+}
+
 #[test]
 fn golden_output_is_a_fixed_point() {
     // Injecting the injected output again changes nothing.

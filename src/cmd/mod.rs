@@ -16,7 +16,7 @@ pub use cancel::CancelArgs;
 pub use certs::CertsArgs;
 pub use controller::ControllerArgs;
 pub use inject::InjectArgs;
-pub use launcher::{LauncherCommand, LayoutArgs, ServeArgs};
+pub use launcher::{InitArgs, LauncherCommand, LayoutArgs, ServeArgs};
 pub use status::{OutputFormat, StatusArgs};
 pub use submit::{SubmitArgs, SummaryFormat};
 pub use webhook::WebhookArgs;

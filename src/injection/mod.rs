@@ -27,9 +27,6 @@ use serde::Serialize;
 /// Launcher image used when the pool sets none.
 pub const DEFAULT_LAUNCHER_IMAGE: &str =
     concat!("ghcr.io/runyard/runyard:v", env!("CARGO_PKG_VERSION"));
-/// PATH after runyard's directories; the image's own PATH cannot be referenced
-/// from a pod spec, so this is the conventional Linux default.
-pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why a run is denied. The message is shown to the user by `kubectl`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
