@@ -22,7 +22,7 @@ pub use submit::{SubmitArgs, SummaryFormat};
 pub use webhook::WebhookArgs;
 
 use crate::injection::{ClusterFacts, SidecarMode};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -116,18 +116,32 @@ impl DefaultsArgs {
     }
 }
 
-/// Chooses the cluster facts from flags and, where known, the server version.
+/// `--kube-version`: a supported MAJOR.MINOR (checked when the flags are read).
+pub(crate) fn parse_kube_version(s: &str) -> Result<String, String> {
+    ClusterFacts::for_version_string(s)
+        .map(|_| s.trim().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Chooses the cluster facts from `--sidecar-mode` and, where known, the
+/// Kubernetes version (`--kube-version`, or the API server's); refuses a
+/// combination that cannot work (native sidecars on a version without them).
 pub fn resolve_facts(mode: SidecarModeArg, version: Option<&str>) -> Result<ClusterFacts> {
-    let from_version = match version {
-        Some(v) => ClusterFacts::for_version_string(v)?,
-        None => ClusterFacts::default(),
+    let from_version = version.map(ClusterFacts::for_version_string).transpose()?;
+    let native = ClusterFacts {
+        sidecar_mode: SidecarMode::Native,
     };
-    Ok(match mode {
-        SidecarModeArg::Auto => from_version,
-        SidecarModeArg::Native => ClusterFacts {
-            sidecar_mode: SidecarMode::Native,
-        },
-        SidecarModeArg::Container => ClusterFacts {
+    Ok(match (mode, from_version) {
+        (SidecarModeArg::Auto, facts) => facts.unwrap_or_default(),
+        (SidecarModeArg::Native, Some(facts)) if facts.sidecar_mode != SidecarMode::Native => {
+            bail!(
+                "--sidecar-mode native cannot work on Kubernetes {}: native sidecars are on by default from 1.{} (1.28 has them only behind the alpha SidecarContainers feature gate), and without them run pods never start; use --sidecar-mode container, or auto",
+                version.unwrap_or_default().trim(),
+                crate::injection::NATIVE_SIDECAR_MINOR
+            )
+        }
+        (SidecarModeArg::Native, _) => native,
+        (SidecarModeArg::Container, _) => ClusterFacts {
             sidecar_mode: SidecarMode::Container,
         },
     })
@@ -243,5 +257,41 @@ mod tests {
         let f = resolve_facts(SidecarModeArg::Container, Some("1.33")).expect("override");
         assert_eq!(f.sidecar_mode, SidecarMode::Container);
         assert!(resolve_facts(SidecarModeArg::Auto, Some("1.26")).is_err());
+        // Container mode works on every supported version.
+        let f = resolve_facts(SidecarModeArg::Container, Some("1.27")).expect("container");
+        assert_eq!(f.sidecar_mode, SidecarMode::Container);
+    }
+
+    #[test]
+    fn native_sidecars_on_a_version_without_them_are_refused() {
+        let err = resolve_facts(SidecarModeArg::Native, Some("1.27")).expect_err("no sidecars");
+        assert_eq!(
+            err.to_string(),
+            "--sidecar-mode native cannot work on Kubernetes 1.27: native sidecars are on by default from 1.29 (1.28 has them only behind the alpha SidecarContainers feature gate), and without them run pods never start; use --sidecar-mode container, or auto"
+        );
+        assert!(resolve_facts(SidecarModeArg::Native, Some("1.28")).is_err());
+        let f = resolve_facts(SidecarModeArg::Native, Some("v1.29.3-gke.1")).expect("1.29");
+        assert_eq!(f.sidecar_mode, SidecarMode::Native);
+        assert!(resolve_facts(SidecarModeArg::Native, None).is_ok());
+    }
+
+    #[test]
+    fn kube_versions_are_checked_when_the_flags_are_read() {
+        assert_eq!(
+            parse_kube_version("banana").expect_err("not a version"),
+            "\"banana\" is not a Kubernetes version: expected MAJOR.MINOR, e.g. 1.29 (or v1.29.3)"
+        );
+        for bad in ["1", "1.", "v", "1.x", "x.29", ""] {
+            assert!(parse_kube_version(bad).is_err(), "{bad}");
+        }
+        assert!(parse_kube_version("1.26")
+            .expect_err("too old")
+            .starts_with("Kubernetes 1.26 is not supported"));
+        for good in ["1.29", "v1.33.1", "1.29+", " 1.30 "] {
+            assert!(parse_kube_version(good).is_ok(), "{good}");
+        }
+        let err = Cli::try_parse_from(["runyard", "inject", "-f", "x", "--kube-version", "banana"])
+            .expect_err("refused");
+        assert!(err.to_string().contains("--kube-version"), "{err}");
     }
 }

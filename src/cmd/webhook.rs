@@ -66,7 +66,7 @@ pub struct WebhookArgs {
     pub sidecar_mode: SidecarModeArg,
     /// Kubernetes version to assume with --pools and --sidecar-mode auto
     /// (e.g. 1.28); default: a current version (native sidecars).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_kube_version)]
     pub kube_version: Option<String>,
     /// Reviews handled at once; beyond it requests get 429 immediately.
     #[arg(long, default_value_t = 256)]
@@ -106,11 +106,8 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
                 .apiserver_version()
                 .await
                 .context("reading the API server version")?;
-            let server = ClusterFacts::for_version(&info.major, &info.minor)?;
-            let facts = match args.sidecar_mode {
-                SidecarModeArg::Auto => server,
-                other => resolve_facts(other, None)?,
-            };
+            let server = format!("{}.{}", info.major, info.minor);
+            let facts = resolve_facts(args.sidecar_mode, Some(&server))?;
             tracing::info!(version = %info.git_version, sidecar_mode = ?facts.sidecar_mode, "connected to the API server");
             let pools = webhook::pools::watch_pools(
                 client.clone(),
