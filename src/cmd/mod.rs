@@ -6,6 +6,7 @@ mod cancel;
 mod certs;
 mod controller;
 mod crd;
+pub mod errors;
 mod inject;
 mod launcher;
 mod status;
@@ -147,6 +148,27 @@ pub fn resolve_facts(mode: SidecarModeArg, version: Option<&str>) -> Result<Clus
     })
 }
 
+/// Whether log lines get ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to anything (<https://no-color.org>).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The log filter: `--log-level`, and for the one-shot commands (which report
+/// their own errors, once) without kube's log line for each failed request,
+/// unless the filter names kube itself.
+pub fn log_filter(cli: &Cli) -> String {
+    let one_shot = !matches!(
+        cli.command,
+        Command::Webhook(_) | Command::Controller(_) | Command::Launcher(_)
+    );
+    if one_shot && !cli.log_level.contains("kube") {
+        format!("{},kube_client=off", cli.log_level)
+    } else {
+        cli.log_level.clone()
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: &Cli) -> Result<i32> {
     let ok = |r: Result<()>| r.map(|()| 0);
@@ -203,9 +225,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// environment), with a connect timeout; calls get their own deadlines, and
 /// watches kube's idle timeout.
 pub(crate) async fn client() -> Result<kube::Client> {
+    // kube's own message names every place it looked, each with its cause
+    // repeated; say once what is missing and how to fix it instead.
     let mut config = kube::Config::infer()
         .await
-        .context("finding the cluster (kubeconfig or in-cluster environment)")?;
+        .map_err(|e| anyhow::anyhow!(errors::no_cluster(&e)))?;
+    errors::set_target(errors::ClusterTarget {
+        url: config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string(),
+        source: errors::config_source(),
+    });
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     kube::Client::try_from(config).context("connecting to the cluster")
 }
@@ -246,6 +278,29 @@ mod tests {
             }
         }
         walk(&Cli::command());
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None), "a file or a pipe");
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(
+            log_colours(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is unset"
+        );
+    }
+
+    #[test]
+    fn one_shot_commands_leave_kubes_request_errors_to_their_own_message() {
+        let cli = Cli::try_parse_from(["runyard", "status"]).expect("status");
+        assert_eq!(log_filter(&cli), "info,kube_client=off");
+        let cli = Cli::try_parse_from(["runyard", "--log-level", "kube=debug", "status"])
+            .expect("status");
+        assert_eq!(log_filter(&cli), "kube=debug");
+        let cli = Cli::try_parse_from(["runyard", "controller"]).expect("controller");
+        assert_eq!(log_filter(&cli), "info");
     }
 
     #[test]

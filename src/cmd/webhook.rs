@@ -6,7 +6,9 @@ use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource, Trust
 use crate::shutdown::Shutdown;
 use crate::webhook::rotator::{Rotator, RotatorConfig, SystemClock};
 use crate::webhook::tls::CertStore;
-use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions, TlsSource};
+use crate::webhook::{
+    self, metrics::Metrics, AppState, Limits, ServerOptions, TlsSource, WebhookError,
+};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -178,9 +180,21 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
             ..Limits::default()
         },
     };
-    let running = webhook::start(options, state).await.context(
-        "starting the webhook (generate certificates with `runyard certs`, or use --cert-secret)",
-    )?;
+    let running = webhook::start(options, state).await.map_err(|e| {
+        let hint = match &e {
+            WebhookError::Tls(_) => {
+                "; the webhook serves --tls-cert/--tls-key: generate them with `runyard certs` (it writes certs/), or let it manage its certificate with --cert-secret"
+            }
+            WebhookError::Bind { .. } => {
+                "; another process is listening there: stop it, or choose another --listen (or --metrics-listen)"
+            }
+            WebhookError::Join(_) => "",
+        };
+        anyhow::anyhow!(
+            "starting the webhook: {}{hint}",
+            super::errors::chain_line(&e)
+        )
+    })?;
     shutdown.requested().await;
     tracing::info!("shutting down: draining in-flight reviews");
     running.shutdown();
