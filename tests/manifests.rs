@@ -1,5 +1,6 @@
 //! `webhook-config/` is a valid kustomization whose webhook settings are the
-//! ones DESIGN.md requires.
+//! ones DESIGN.md requires; the CRDs are a kustomization of their own
+//! (`webhook-config/crds/`), so uninstalling runyard keeps every pool.
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -325,7 +326,78 @@ fn kubectl_kustomize_renders_when_kubectl_is_installed() {
     );
     let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(rendered.contains("kind: MutatingWebhookConfiguration"));
+    assert!(
+        !rendered.contains("kind: CustomResourceDefinition"),
+        "`kubectl delete -k webhook-config/` must not delete the CRDs (and with them every pool)"
+    );
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", &format!("{DIR}/crds")])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(rendered.contains("name: workerpools.workers.runyard.dev"));
+    assert!(rendered.contains("name: workers.workers.runyard.dev"));
+}
+
+/// The resources a kustomization file lists, as documents.
+fn kustomization_docs(dir: &str) -> Vec<Value> {
+    let kustomization = &docs(&format!("{dir}kustomization.yaml"))[0];
+    kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .flat_map(|file| docs(&format!("{dir}{}", file.as_str().expect("file"))))
+        .collect()
+}
+
+#[test]
+fn the_crds_are_a_kustomization_of_their_own_so_uninstalling_keeps_pools() {
+    let main = kustomization_docs("");
+    assert!(
+        main.iter().all(|d| d["kind"] != "CustomResourceDefinition"),
+        "webhook-config/ must not hold the CRDs: deleting it would delete every WorkerPool"
+    );
+    let crds = kustomization_docs("crds/");
+    let mut names: Vec<&str> = crds
+        .iter()
+        .map(|d| {
+            assert_eq!(d["kind"], "CustomResourceDefinition");
+            d["metadata"]["name"].as_str().expect("name")
+        })
+        .collect();
+    names.sort_unstable();
+    let mut want: Vec<String> = runyard::crd::crds()
+        .iter()
+        .map(|c| c.metadata.name.clone().expect("name"))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    // Every manifest is installed by one of the two, except the CI
+    // submitter's Role, which is applied to the CI's own namespace.
+    let listed: Vec<String> = docs("kustomization.yaml")[0]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|f| f.as_str().expect("file").to_string())
+        .collect();
+    for entry in std::fs::read_dir(DIR).expect("webhook-config") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            assert!(
+                listed.contains(&name) || name == "ci-submitter-rbac.yaml",
+                "{name} is in no kustomization"
+            );
+        }
+    }
 }
 
 #[test]
