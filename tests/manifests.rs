@@ -84,6 +84,32 @@ fn controller_rbac_is_exactly_what_the_code_uses() {
     );
 }
 
+/// The CI submitter's Role (applied on its own, to the CI's namespace) is
+/// exactly what runyard's client calls, bound to its ServiceAccount there.
+#[test]
+fn ci_submitter_rbac_is_exactly_what_the_client_uses() {
+    let all = docs("ci-submitter-rbac.yaml");
+    let of = |kind: &str| {
+        all.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+    let role = of("Role");
+    assert_eq!(rules_of(role.clone()), table(runyard::client::RBAC));
+    let sa = of("ServiceAccount");
+    let binding = of("RoleBinding");
+    let ns = role["metadata"]["namespace"].clone();
+    assert!(ns.is_string());
+    assert_eq!(sa["metadata"]["namespace"], ns);
+    assert_eq!(binding["metadata"]["namespace"], ns);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["namespace"], ns);
+}
+
 #[test]
 fn controller_deployment_arguments_parse() {
     let deployment: Deployment =
@@ -416,4 +442,61 @@ fn the_webhook_trusts_exactly_the_controllers_service_account() {
         .filter_map(|a| a.strip_prefix("--controller-user="))
         .collect();
     assert_eq!(trusted, [format!("system:serviceaccount:runyard:{sa}")]);
+}
+
+/// The README's "own registry" overlay replaces every runyard image, also the
+/// one the webhook injects into run pods.
+#[test]
+fn the_own_registry_overlay_replaces_every_runyard_image() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/own-registry");
+    let Ok(out) = std::process::Command::new("kubectl")
+        .args(["kustomize", dir])
+        .output()
+    else {
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    assert!(!rendered.contains("ghcr.io/runyard"), "{rendered}");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&rendered)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let webhook: Deployment = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "runyard-webhook")
+            .expect("webhook")
+            .clone(),
+    )
+    .expect("typed");
+    let c = &webhook
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers[0];
+    let launcher = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "RUNYARD_LAUNCHER_IMAGE")
+        .and_then(|e| e.value.clone());
+    assert_eq!(launcher, c.image);
+    // That variable is the one `runyard webhook --launcher-image` reads.
+    use clap::CommandFactory;
+    let cli = runyard::cmd::Cli::command();
+    let webhook_cmd = cli.find_subcommand("webhook").expect("webhook");
+    let arg = webhook_cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some("launcher-image"))
+        .expect("--launcher-image");
+    assert_eq!(
+        arg.get_env().and_then(|e| e.to_str()),
+        Some("RUNYARD_LAUNCHER_IMAGE")
+    );
 }
