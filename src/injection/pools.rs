@@ -426,7 +426,11 @@ mod tests {
     #[test]
     fn shipped_pool_files_are_valid() {
         let root = env!("CARGO_MANIFEST_DIR");
-        for file in ["examples/pool.yaml", "benches/data/pools.yaml"] {
+        for file in [
+            "examples/pool.yaml",
+            "examples/pool-advanced.yaml",
+            "benches/data/pools.yaml",
+        ] {
             load_pool_file(&Path::new(root).join(file)).unwrap_or_else(|e| panic!("{e}"));
         }
     }
