@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# runyard: one static binary serving `webhook`, `controller` and `launcher`.
+# runyard: one static binary serving `webhook`, `controller` and `launcher`,
+# and the small exec shim `runyard-exec` that `launcher init` copies into run
+# pods whose workers get tools first on PATH.
 #
 # Multi-platform: `docker buildx build --platform linux/amd64,linux/arm64 .`
 # (or `docker build --platform linux/arm64 .`). The build stage runs on the
@@ -26,8 +28,9 @@ RUN arch="${TARGETARCH:-$(uname -m)}" \
          *) echo "unsupported platform architecture $arch: build for linux/amd64 or linux/arm64" >&2; exit 1 ;; \
        esac \
     && rustup target add "$target" \
-    && cargo build --release --locked --bin runyard --target "$target" \
-    && install -D -m 0755 "target/$target/release/runyard" /out/usr/local/bin/runyard
+    && cargo build --release --locked --bin runyard --bin runyard-exec --target "$target" \
+    && install -D -m 0755 "target/$target/release/runyard" /out/usr/local/bin/runyard \
+    && install -D -m 0755 "target/$target/release/runyard-exec" /out/usr/local/bin/runyard-exec
 
 # Runtime: nothing but the binary; no shell, no package manager.
 FROM scratch

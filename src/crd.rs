@@ -1,6 +1,6 @@
 //! Custom resource types: `WorkerPool` and `Worker` (group `workers.runyard.dev`).
 //!
-//! The CRD manifests in `webhook-config/crds.yaml` are generated from these types
+//! The CRD manifests in `webhook-config/crds/crds.yaml` are generated from these types
 //! by `runyard crd`; a test fails when the checked-in text drifts.
 
 // kube's derive takes one `printcolumn(...)` per column; clippy reads the

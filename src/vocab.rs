@@ -83,8 +83,21 @@ pub const PODINFO_VOLUME: &str = "runyard-podinfo";
 pub const WORKSPACE_PATH: &str = "/opt/runyard/workspace";
 /// Where the binaries-cache volume is mounted.
 pub const BINARIES_CACHE_PATH: &str = "/opt/runyard/binaries_cache";
-/// Per-run directory of tool binaries, first on the worker's PATH.
+/// Per-run directory of tool binaries, first on the worker's PATH when the
+/// run has tools.
 pub const BINARIES_PATH: &str = "/opt/runyard/binaries";
+/// File name of the exec shim in the binaries directory (hidden: never a
+/// tool's name, never found on PATH by accident).
+pub const EXEC_SHIM_FILE: &str = ".runyard-exec";
+/// The exec shim as worker containers see it: it puts runyard's directories
+/// before the PATH the process got (the image's own) and execs the worker's
+/// command. `launcher init` copies it there from the launcher image.
+pub const EXEC_SHIM_PATH: &str = "/opt/runyard/binaries/.runyard-exec";
+/// The shim's argument that carries the directories to put first on PATH
+/// (`--path-prefix=DIR:DIR`).
+pub const EXEC_SHIM_PREFIX_ARG: &str = "--path-prefix=";
+/// The binary that is the exec shim, next to `runyard` in the launcher image.
+pub const EXEC_SHIM_BINARY: &str = "runyard-exec";
 /// Sub-path of the workspace volume mounted at [`BINARIES_PATH`].
 pub const BINARIES_SUBPATH: &str = ".runyard/binaries";
 /// Where the launcher mounts [`PODINFO_VOLUME`].
@@ -126,6 +139,9 @@ pub mod env {
     pub const SOURCE_DIR: &str = "RUNYARD_SOURCE_DIR";
     /// Where `launcher init` writes its failure (default `/dev/termination-log`).
     pub const TERMINATION_LOG: &str = "RUNYARD_TERMINATION_LOG";
+    /// Set on `init` when worker commands are wrapped by the exec shim:
+    /// `launcher init` installs it into the binaries directory.
+    pub const EXEC_SHIM: &str = "RUNYARD_EXEC_SHIM";
 }
 
 // ---- field managers -------------------------------------------------------
@@ -248,5 +264,10 @@ mod tests {
             );
         }
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_exec_shim_lives_in_the_binaries_directory() {
+        assert_eq!(EXEC_SHIM_PATH, format!("{BINARIES_PATH}/{EXEC_SHIM_FILE}"));
     }
 }

@@ -746,3 +746,74 @@ fn the_certificate_role_is_in_the_release_namespace() {
     let role = roles.iter().find(|r| r["kind"] == "Role").expect("Role");
     assert_eq!(role["metadata"]["namespace"], "runyard");
 }
+
+fn client_rbac() -> Vec<Rule> {
+    let mut want: Vec<Rule> = runyard::client::RBAC
+        .iter()
+        .map(|(g, r, v)| {
+            (
+                g.to_string(),
+                r.to_string(),
+                v.iter().map(|s| s.to_string()).collect(),
+                false,
+            )
+        })
+        .collect();
+    want.sort();
+    want
+}
+
+#[test]
+fn the_ci_submitter_role_is_the_clients() {
+    let docs = yaml_docs(&render_first_branch(&read(
+        "templates/ci-submitter-rbac.yaml",
+    )))
+    .expect("ci submitter rbac");
+    let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
+    let mut rules = rules_of(role);
+    rules.sort();
+    assert_eq!(rules, client_rbac());
+}
+
+#[test]
+fn the_ci_submitter_role_is_opt_in_and_bound_in_each_namespace() {
+    let Some(()) = helm() else { return };
+    let docs = render(&[]).expect("render");
+    assert!(
+        !docs.iter().any(|d| d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-ci-submitter"))),
+        "off by default"
+    );
+    let docs = render(&[
+        "ciSubmitter.enabled=true",
+        "ciSubmitter.namespaces={ci,build}",
+    ])
+    .expect("render");
+    for ns in ["ci", "build"] {
+        let in_ns = |kind: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["namespace"] == ns)
+                .unwrap_or_else(|| panic!("no {kind} in {ns}"))
+        };
+        let mut rules = rules_of(in_ns("Role"));
+        rules.sort();
+        assert_eq!(rules, client_rbac(), "{ns}");
+        let sa = in_ns("ServiceAccount");
+        let binding = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "RoleBinding"
+                    && d["metadata"]["namespace"] == ns
+                    && d["roleRef"]["name"] == in_ns("Role")["metadata"]["name"]
+            })
+            .expect("binding");
+        assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+        assert_eq!(binding["subjects"][0]["namespace"], ns);
+    }
+    // Defaults to the watched namespace.
+    let docs = render(&["ciSubmitter.enabled=true", "rbac.watchNamespace=ci"]).expect("render");
+    assert!(docs.iter().any(|d| d["kind"] == "Role"
+        && d["metadata"]["namespace"] == "ci"
+        && d["metadata"]["name"] == "r-runyard-ci-submitter"));
+}

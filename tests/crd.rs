@@ -6,14 +6,14 @@ use serde_json::Value;
 #[test]
 fn checked_in_crds_match_the_rust_types() {
     let generated = runyard::crd::crds_yaml().expect("generate");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/webhook-config/crds.yaml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/webhook-config/crds/crds.yaml");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(path, &generated).expect("write");
     }
-    let checked_in = std::fs::read_to_string(path).expect("webhook-config/crds.yaml");
+    let checked_in = std::fs::read_to_string(path).expect("webhook-config/crds/crds.yaml");
     assert!(
         checked_in == generated,
-        "webhook-config/crds.yaml drifted from the Rust types: run `cargo run -- crd > webhook-config/crds.yaml`"
+        "webhook-config/crds/crds.yaml drifted from the Rust types: run `cargo run -- crd > webhook-config/crds/crds.yaml`"
     );
 }
 

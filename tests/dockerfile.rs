@@ -58,10 +58,39 @@ fn each_platform_gets_its_musl_target() {
 fn the_build_uses_the_target_and_the_lock_file() {
     assert!(DOCKERFILE.contains("ARG TARGETARCH"));
     assert!(DOCKERFILE.contains("${TARGETARCH:-$(uname -m)}"));
-    assert!(
-        DOCKERFILE.contains("cargo build --release --locked --bin runyard --target \"$target\"")
-    );
-    assert!(DOCKERFILE.contains("\"target/$target/release/runyard\""));
+    assert!(DOCKERFILE.contains(
+        "cargo build --release --locked --bin runyard --bin runyard-exec --target \"$target\""
+    ));
     assert!(DOCKERFILE.contains("USER 1983:1983"));
     assert!(DOCKERFILE.contains("FROM scratch"));
+}
+
+/// Every binary of the package is in the image, side by side in
+/// /usr/local/bin: `launcher init` finds the exec shim next to itself.
+#[test]
+fn the_image_ships_every_binary_next_to_runyard() {
+    let manifest = include_str!("../Cargo.toml");
+    let bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|section| {
+            let line = section
+                .lines()
+                .find(|l| l.trim_start().starts_with("name"))?;
+            line.split('"').nth(1)
+        })
+        .collect();
+    assert_eq!(bins, ["runyard", runyard::vocab::EXEC_SHIM_BINARY]);
+    for bin in bins {
+        assert!(
+            DOCKERFILE.contains(&format!("--bin {bin} ")),
+            "{bin} is built"
+        );
+        assert!(
+            DOCKERFILE.contains(&format!(
+                "install -D -m 0755 \"target/$target/release/{bin}\" /out/usr/local/bin/{bin}"
+            )),
+            "{bin} is installed in /usr/local/bin"
+        );
+    }
 }

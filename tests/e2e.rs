@@ -382,9 +382,11 @@ fn kubectl(kubeconfig: &std::ffi::OsStr, args: &[&str]) {
     );
 }
 
-/// Installs `webhook-config/` (the webhook makes its own certificate), then
-/// checks that a run pod comes out injected and that a run of a missing pool
-/// is denied. Needs the runyard image in the cluster (`RUNYARD_E2E_IMAGE`,
+/// Installs `webhook-config/crds/` and `webhook-config/` as the README says
+/// (the webhook makes its own certificate), then checks that a run pod comes
+/// out injected and that a run of a missing pool is denied; at the end
+/// uninstalls with `kubectl delete -k webhook-config/` and checks that the
+/// pools are still there. Needs the runyard image in the cluster (`RUNYARD_E2E_IMAGE`,
 /// e.g. built from the Dockerfile and `kind load docker-image`-ed).
 #[tokio::test]
 async fn the_installed_webhook_injects_run_pods() {
@@ -395,15 +397,24 @@ async fn the_installed_webhook_injects_run_pods() {
     };
     let kc = std::env::var_os("RUNYARD_E2E_KUBECONFIG").expect("kubeconfig");
     let root = env!("CARGO_MANIFEST_DIR");
-    kubectl(
-        &kc,
-        &[
-            "apply",
-            "--server-side",
-            "-k",
-            &format!("{root}/webhook-config"),
-        ],
-    );
+    for dir in ["webhook-config/crds", "webhook-config"] {
+        kubectl(
+            &kc,
+            &["apply", "--server-side", "-k", &format!("{root}/{dir}")],
+        );
+        if dir.ends_with("crds") {
+            kubectl(
+                &kc,
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/workerpools.workers.runyard.dev",
+                    "crd/workers.workers.runyard.dev",
+                    "--timeout=60s",
+                ],
+            );
+        }
+    }
     for (deploy, container) in [
         ("runyard-webhook", "webhook"),
         ("runyard-controller", "controller"),
@@ -607,6 +618,30 @@ async fn the_installed_webhook_injects_run_pods() {
     );
     assert!(stdout.contains("hello from the worker"), "{stdout}");
     assert!(stdout.contains("\"exitCode\":3"), "{stdout}");
+
+    // The README's uninstall: runyard goes, the CRDs and every pool stay.
+    kubectl(
+        &kc,
+        &[
+            "delete",
+            "-k",
+            &format!("{root}/webhook-config"),
+            "--timeout=180s",
+        ],
+    );
+    let configs: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(client.clone());
+    assert!(configs.get_opt("runyard").await.expect("read").is_none());
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(crds
+        .get_opt("workerpools.workers.runyard.dev")
+        .await
+        .expect("read")
+        .is_some());
+    assert!(
+        pools.get_opt(POOL).await.expect("read").is_some(),
+        "pools are kept"
+    );
 
     let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
 }

@@ -27,9 +27,12 @@ fn inject(input: &str, mode: SidecarMode, pools: &StaticPools) -> String {
     runyard::injection::manifests::inject_yaml(&text, &injector, pools, "default").expect("inject")
 }
 
+fn pools_from(file: &str) -> StaticPools {
+    runyard::injection::load_pool_file(&Path::new(ROOT).join(file)).expect(file)
+}
+
 fn example_pools() -> StaticPools {
-    runyard::injection::load_pool_file(&Path::new(ROOT).join("examples/pool.yaml"))
-        .expect("pool.yaml")
+    pools_from("examples/pool.yaml")
 }
 
 #[test]
@@ -50,6 +53,64 @@ fn job_with_the_example_pool() {
         "job.pool.yaml",
         &inject("examples/job.yaml", SidecarMode::Native, &example_pools()),
     );
+}
+
+#[test]
+fn job_with_the_advanced_pool() {
+    check(
+        "job.pool-advanced.yaml",
+        &inject(
+            "examples/job.yaml",
+            SidecarMode::Native,
+            &pools_from("examples/pool-advanced.yaml"),
+        ),
+    );
+}
+
+/// CPU in millicores and memory in bytes of a Kubernetes quantity (the
+/// suffixes the examples use).
+fn quantity(q: &str) -> u64 {
+    let units = [("m", 1), ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)];
+    for (suffix, factor) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().expect("number") * factor;
+        }
+    }
+    q.parse::<u64>().expect("number") * 1000
+}
+
+/// examples/pool.yaml runs as is on a stock cluster (kind): its run pods need
+/// no node labels, taints, claims or host paths, may use Docker Hub images,
+/// and ask for little.
+#[test]
+fn the_example_pool_needs_nothing_a_stock_cluster_lacks() {
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: hello, namespace: ci, labels: {runyard.dev/pool: builders}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: hello, image: busybox:1.36, command: [echo, hi]}]\n";
+    let injector = Injector::with_run_ids(ClusterFacts::default(), || RUN_ID.to_string());
+    let out = runyard::injection::manifests::inject_yaml(job, &injector, &example_pools(), "ci")
+        .expect("a Docker Hub image is allowed");
+    let job: k8s_openapi::api::batch::v1::Job = serde_norway::from_str(&out).expect("Job");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    assert!(pod.node_selector.unwrap_or_default().is_empty());
+    assert!(pod.affinity.is_none() && pod.tolerations.unwrap_or_default().is_empty());
+    for v in pod.volumes.iter().flatten() {
+        assert!(
+            v.empty_dir.is_some() || v.downward_api.is_some(),
+            "volume {} needs more than a stock cluster has",
+            v.name
+        );
+    }
+    let (mut cpu, mut memory) = (0, 0);
+    for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+        let requests = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default();
+        cpu += requests.get("cpu").map_or(0, |q| quantity(&q.0));
+        memory += requests.get("memory").map_or(0, |q| quantity(&q.0));
+    }
+    assert!(cpu <= 400, "{cpu}m CPU per run pod");
+    assert!(memory <= 512 << 20, "{memory} bytes per run pod");
 }
 
 #[test]
@@ -90,15 +151,74 @@ fn lists_and_non_runs() {
     check("mixed.yaml", &out);
 }
 
+/// A golang image's PATH survives, with runyard's binaries first: the worker
+/// gets no PATH in its spec (which would hide the image's), and its command,
+/// run through the exec shim as injected, sees `/opt/runyard/binaries` and
+/// then exactly the image's PATH, and finds `go` there.
+#[test]
+fn a_golang_image_keeps_its_path_with_runyards_tools_first() {
+    let out = inject(
+        "tests/golden/go.input.yaml",
+        SidecarMode::Native,
+        &StaticPools::default_pool(),
+    );
+    check("go.yaml", &out);
+
+    let job: k8s_openapi::api::batch::v1::Job = serde_norway::from_str(&out).expect("a Job");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let test = &pod.containers[0];
+    assert!(
+        test.env.iter().flatten().all(|e| e.name != "PATH"),
+        "a PATH in the spec would replace the image's"
+    );
+    let command = test.command.clone().expect("command");
+    assert_eq!(command[0], runyard::vocab::EXEC_SHIM_PATH);
+    let lint = &pod.containers[1];
+    assert!(lint.command.is_none(), "the entrypoint is left alone");
+
+    // Run the injected command as the container would, with the golang
+    // image's PATH (rooted in a temporary directory).
+    let root = tempfile::tempdir().expect("tempdir");
+    let go = root.path().join("usr/local/go/bin/go");
+    std::fs::create_dir_all(go.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&go, "#!/bin/sh\necho \"go $* PATH=$PATH\"\n").expect("go");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&go, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let image_path = format!(
+        "{r}/go/bin:{r}/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        r = root.path().display()
+    );
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_runyard-exec"))
+        .args(&command[1..])
+        .env("PATH", &image_path)
+        .output()
+        .expect("run the injected command");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        format!("go test ./... PATH=/opt/runyard/binaries:{image_path}")
+    );
+}
+
 #[test]
 fn golden_output_is_a_fixed_point() {
     // Injecting the injected output again changes nothing.
-    let once = inject("examples/job.yaml", SidecarMode::Native, &example_pools());
-    let injector = Injector::with_run_ids(ClusterFacts::default(), || "other".to_string());
-    let twice =
-        runyard::injection::manifests::inject_yaml(&once, &injector, &example_pools(), "default")
-            .expect("inject");
-    assert_eq!(once, twice);
+    for file in ["examples/pool.yaml", "examples/pool-advanced.yaml"] {
+        let once = inject("examples/job.yaml", SidecarMode::Native, &pools_from(file));
+        let injector = Injector::with_run_ids(ClusterFacts::default(), || "other".to_string());
+        let twice = runyard::injection::manifests::inject_yaml(
+            &once,
+            &injector,
+            &pools_from(file),
+            "default",
+        )
+        .expect("inject");
+        assert_eq!(once, twice, "{file}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `webhook-config/` is a valid kustomization whose webhook settings are the
-//! ones DESIGN.md requires.
+//! ones DESIGN.md requires; the CRDs are a kustomization of their own
+//! (`webhook-config/crds/`), so uninstalling runyard keeps every pool.
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -81,6 +82,32 @@ fn controller_rbac_is_exactly_what_the_code_uses() {
         rules_of(find_named("Role", Some("runyard-controller-lease"))),
         table(runyard::controller::LEASE_RBAC)
     );
+}
+
+/// The CI submitter's Role (applied on its own, to the CI's namespace) is
+/// exactly what runyard's client calls, bound to its ServiceAccount there.
+#[test]
+fn ci_submitter_rbac_is_exactly_what_the_client_uses() {
+    let all = docs("ci-submitter-rbac.yaml");
+    let of = |kind: &str| {
+        all.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+    let role = of("Role");
+    assert_eq!(rules_of(role.clone()), table(runyard::client::RBAC));
+    let sa = of("ServiceAccount");
+    let binding = of("RoleBinding");
+    let ns = role["metadata"]["namespace"].clone();
+    assert!(ns.is_string());
+    assert_eq!(sa["metadata"]["namespace"], ns);
+    assert_eq!(binding["metadata"]["namespace"], ns);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["namespace"], ns);
 }
 
 #[test]
@@ -325,7 +352,78 @@ fn kubectl_kustomize_renders_when_kubectl_is_installed() {
     );
     let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(rendered.contains("kind: MutatingWebhookConfiguration"));
+    assert!(
+        !rendered.contains("kind: CustomResourceDefinition"),
+        "`kubectl delete -k webhook-config/` must not delete the CRDs (and with them every pool)"
+    );
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", &format!("{DIR}/crds")])
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(rendered.contains("name: workerpools.workers.runyard.dev"));
+    assert!(rendered.contains("name: workers.workers.runyard.dev"));
+}
+
+/// The resources a kustomization file lists, as documents.
+fn kustomization_docs(dir: &str) -> Vec<Value> {
+    let kustomization = &docs(&format!("{dir}kustomization.yaml"))[0];
+    kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .flat_map(|file| docs(&format!("{dir}{}", file.as_str().expect("file"))))
+        .collect()
+}
+
+#[test]
+fn the_crds_are_a_kustomization_of_their_own_so_uninstalling_keeps_pools() {
+    let main = kustomization_docs("");
+    assert!(
+        main.iter().all(|d| d["kind"] != "CustomResourceDefinition"),
+        "webhook-config/ must not hold the CRDs: deleting it would delete every WorkerPool"
+    );
+    let crds = kustomization_docs("crds/");
+    let mut names: Vec<&str> = crds
+        .iter()
+        .map(|d| {
+            assert_eq!(d["kind"], "CustomResourceDefinition");
+            d["metadata"]["name"].as_str().expect("name")
+        })
+        .collect();
+    names.sort_unstable();
+    let mut want: Vec<String> = runyard::crd::crds()
+        .iter()
+        .map(|c| c.metadata.name.clone().expect("name"))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    // Every manifest is installed by one of the two, except the CI
+    // submitter's Role, which is applied to the CI's own namespace.
+    let listed: Vec<String> = docs("kustomization.yaml")[0]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|f| f.as_str().expect("file").to_string())
+        .collect();
+    for entry in std::fs::read_dir(DIR).expect("webhook-config") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            assert!(
+                listed.contains(&name) || name == "ci-submitter-rbac.yaml",
+                "{name} is in no kustomization"
+            );
+        }
+    }
 }
 
 #[test]
@@ -344,4 +442,61 @@ fn the_webhook_trusts_exactly_the_controllers_service_account() {
         .filter_map(|a| a.strip_prefix("--controller-user="))
         .collect();
     assert_eq!(trusted, [format!("system:serviceaccount:runyard:{sa}")]);
+}
+
+/// The README's "own registry" overlay replaces every runyard image, also the
+/// one the webhook injects into run pods.
+#[test]
+fn the_own_registry_overlay_replaces_every_runyard_image() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/own-registry");
+    let Ok(out) = std::process::Command::new("kubectl")
+        .args(["kustomize", dir])
+        .output()
+    else {
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    assert!(!rendered.contains("ghcr.io/runyard"), "{rendered}");
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&rendered)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let webhook: Deployment = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "runyard-webhook")
+            .expect("webhook")
+            .clone(),
+    )
+    .expect("typed");
+    let c = &webhook
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers[0];
+    let launcher = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "RUNYARD_LAUNCHER_IMAGE")
+        .and_then(|e| e.value.clone());
+    assert_eq!(launcher, c.image);
+    // That variable is the one `runyard webhook --launcher-image` reads.
+    use clap::CommandFactory;
+    let cli = runyard::cmd::Cli::command();
+    let webhook_cmd = cli.find_subcommand("webhook").expect("webhook");
+    let arg = webhook_cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some("launcher-image"))
+        .expect("--launcher-image");
+    assert_eq!(
+        arg.get_env().and_then(|e| e.to_str()),
+        Some("RUNYARD_LAUNCHER_IMAGE")
+    );
 }

@@ -525,6 +525,61 @@ async fn oversize_bodies_get_413() {
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
 
+/// Over HTTP/2 an oversized body is answered 413 on a cleanly ended stream,
+/// whether its length is declared or not: the server reads the rest of the
+/// body before answering, so the client could send all of it (a server that
+/// answers mid-stream resets the stream, which curl and Go's client report
+/// as a stream error instead of the 413).
+#[tokio::test]
+async fn oversize_bodies_get_413_over_http2_while_still_streaming() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    let server = start().await;
+    for declared in [true, false] {
+        let config = client_config(&server.ca, &[b"h2"], rustls::DEFAULT_VERSIONS);
+        let tls = tls_connect(server.addr(), config).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+        let chunks = (webhook::MAX_BODY_BYTES / chunk.len()) + 8;
+        let total = chunks * chunk.len();
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        let frames = futures::stream::iter((0..chunks).map(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone()))
+        }));
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("https://localhost/mutate")
+            .header("content-type", "application/json");
+        if declared {
+            req = req.header("content-length", total.to_string());
+        }
+        let req = req.body(StreamBody::new(frames)).expect("request");
+        let reply = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("declared={declared}: {e:?}"));
+        assert_eq!(reply.status(), 413, "declared={declared}");
+        let body = reply.into_body().collect().await.expect("body").to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("exceeds"),
+            "declared={declared}"
+        );
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            chunks,
+            "declared={declared}: the whole body was taken before the answer"
+        );
+    }
+}
+
 #[tokio::test]
 async fn slow_bodies_hit_the_api_server_deadline() {
     let server = start().await;

@@ -15,6 +15,26 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
+/// Every (API group, resource, verbs) the clients may call: what a CI
+/// service account needs for `runyard submit`, `cancel` and `status` in its
+/// namespace. These are the calls of [`ClientApi`] and its supertraits as
+/// [`crate::cluster::KubeCluster`] makes them (a test calls every method
+/// against the in-memory API server and compares); `webhook-config/ci-submitter-rbac.yaml`
+/// and the chart's `ciSubmitter` Role grant exactly these (tests check).
+pub const RBAC: &[(&str, &str, &[&str])] = &[
+    (crate::crd::GROUP, "workerpools", &["get", "list"]),
+    (crate::crd::GROUP, "workers", &["list"]),
+    (
+        "batch",
+        "jobs",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    ("", "pods", &["get", "list", "patch", "delete"]),
+    ("", "pods/log", &["get"]),
+    // `runyard logs`: the log tail kept with a finished run's result.
+    ("", "configmaps", &["get"]),
+];
+
 /// Exit code when the run timed out (runTimeout, logsTimeout).
 pub const EXIT_TIMEOUT: i32 = 124;
 /// Exit code when the run was cancelled (or the submitter detached).

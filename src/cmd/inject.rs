@@ -25,7 +25,7 @@ pub struct InjectArgs {
     #[arg(long, value_enum, default_value_t = SidecarModeArg::Auto)]
     pub sidecar_mode: SidecarModeArg,
     /// Kubernetes version to inject for (e.g. 1.28); default: a current version.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_kube_version)]
     pub kube_version: Option<String>,
     /// Run id to stamp on new runs instead of a fresh ULID (reproducible output).
     #[arg(long)]
@@ -57,10 +57,11 @@ pub(super) fn run(args: &InjectArgs) -> Result<String> {
         None => StaticPools::default_pool(),
     };
     let input = read_input(&args.filename)?;
-    Ok(manifests::inject_yaml(
-        &input,
-        &injector,
-        &pools,
-        &args.namespace,
-    )?)
+    let shown = if args.filename == "-" {
+        "stdin"
+    } else {
+        args.filename.as_str()
+    };
+    manifests::inject_yaml(&input, &injector, &pools, &args.namespace)
+        .with_context(|| shown.to_string())
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 #[derive(Debug, Subcommand)]
 pub enum LauncherCommand {
     /// Prepare the workspace, source and tools (the `init` container).
-    Init(LayoutArgs),
+    Init(InitArgs),
     /// Serve the worker's local API and relay stop requests (the `launcher` sidecar).
     Serve(ServeArgs),
 }
@@ -49,6 +49,17 @@ impl LayoutArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Also install the exec shim (`runyard-exec`, next to this binary) into
+    /// the binaries directory, for worker commands the webhook wrapped to put
+    /// tools first on PATH (the webhook sets this).
+    #[arg(long, env = env::EXEC_SHIM)]
+    pub exec_shim: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub layout: LayoutArgs,
@@ -68,16 +79,27 @@ pub struct ServeArgs {
 
 /// `runyard launcher init`: on failure the message also goes to the
 /// container's termination log, so `kubectl describe pod` shows it.
-pub(super) async fn init(args: &LayoutArgs) -> Result<()> {
-    match crate::launcher::init::run(&args.layout()).await {
+pub(super) async fn init(args: &InitArgs) -> Result<()> {
+    let fail = |message: &str| {
+        let log =
+            std::env::var(env::TERMINATION_LOG).unwrap_or_else(|_| "/dev/termination-log".into());
+        let _ = std::fs::write(log, format!("runyard launcher init: {message}"));
+    };
+    let layout = args.layout.layout();
+    if args.exec_shim {
+        use crate::launcher::shim;
+        if let Err(e) = shim::install(&shim::source(), &layout.binaries) {
+            fail(&e.to_string());
+            return Err(e).context("preparing the run's workspace");
+        }
+    }
+    match crate::launcher::init::run(&layout).await {
         Ok(report) => {
             tracing::info!(source = report.source_fetched, downloaded = ?report.tools_downloaded, cached = ?report.tools_cached, "workspace ready");
             Ok(())
         }
         Err(e) => {
-            let log = std::env::var(env::TERMINATION_LOG)
-                .unwrap_or_else(|_| "/dev/termination-log".into());
-            let _ = std::fs::write(log, format!("runyard launcher init: {e}"));
+            fail(&e.to_string());
             Err(e).context("preparing the run's workspace")
         }
     }

@@ -6,6 +6,7 @@ mod cancel;
 mod certs;
 mod controller;
 mod crd;
+pub mod errors;
 mod inject;
 mod launcher;
 mod logs;
@@ -17,14 +18,14 @@ pub use cancel::CancelArgs;
 pub use certs::CertsArgs;
 pub use controller::ControllerArgs;
 pub use inject::InjectArgs;
-pub use launcher::{LauncherCommand, LayoutArgs, ServeArgs};
+pub use launcher::{InitArgs, LauncherCommand, LayoutArgs, ServeArgs};
 pub use logs::LogsArgs;
 pub use status::{OutputFormat, StatusArgs};
 pub use submit::{SubmitArgs, SummaryFormat};
 pub use webhook::WebhookArgs;
 
 use crate::injection::{ClusterFacts, SidecarMode};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -120,21 +121,56 @@ impl DefaultsArgs {
     }
 }
 
-/// Chooses the cluster facts from flags and, where known, the server version.
+/// `--kube-version`: a supported MAJOR.MINOR (checked when the flags are read).
+pub(crate) fn parse_kube_version(s: &str) -> Result<String, String> {
+    ClusterFacts::for_version_string(s)
+        .map(|_| s.trim().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Chooses the cluster facts from `--sidecar-mode` and, where known, the
+/// Kubernetes version (`--kube-version`, or the API server's); refuses a
+/// combination that cannot work (native sidecars on a version without them).
 pub fn resolve_facts(mode: SidecarModeArg, version: Option<&str>) -> Result<ClusterFacts> {
-    let from_version = match version {
-        Some(v) => ClusterFacts::for_version_string(v)?,
-        None => ClusterFacts::default(),
+    let from_version = version.map(ClusterFacts::for_version_string).transpose()?;
+    let native = ClusterFacts {
+        sidecar_mode: SidecarMode::Native,
     };
-    Ok(match mode {
-        SidecarModeArg::Auto => from_version,
-        SidecarModeArg::Native => ClusterFacts {
-            sidecar_mode: SidecarMode::Native,
-        },
-        SidecarModeArg::Container => ClusterFacts {
+    Ok(match (mode, from_version) {
+        (SidecarModeArg::Auto, facts) => facts.unwrap_or_default(),
+        (SidecarModeArg::Native, Some(facts)) if facts.sidecar_mode != SidecarMode::Native => {
+            bail!(
+                "--sidecar-mode native cannot work on Kubernetes {}: native sidecars are on by default from 1.{} (1.28 has them only behind the alpha SidecarContainers feature gate), and without them run pods never start; use --sidecar-mode container, or auto",
+                version.unwrap_or_default().trim(),
+                crate::injection::NATIVE_SIDECAR_MINOR
+            )
+        }
+        (SidecarModeArg::Native, _) => native,
+        (SidecarModeArg::Container, _) => ClusterFacts {
             sidecar_mode: SidecarMode::Container,
         },
     })
+}
+
+/// Whether log lines get ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to anything (<https://no-color.org>).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The log filter: `--log-level`, and for the one-shot commands (which report
+/// their own errors, once) without kube's log line for each failed request,
+/// unless the filter names kube itself.
+pub fn log_filter(cli: &Cli) -> String {
+    let one_shot = !matches!(
+        cli.command,
+        Command::Webhook(_) | Command::Controller(_) | Command::Launcher(_)
+    );
+    if one_shot && !cli.log_level.contains("kube") {
+        format!("{},kube_client=off", cli.log_level)
+    } else {
+        cli.log_level.clone()
+    }
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -194,9 +230,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// environment), with a connect timeout; calls get their own deadlines, and
 /// watches kube's idle timeout.
 pub(crate) async fn client() -> Result<kube::Client> {
+    // kube's own message names every place it looked, each with its cause
+    // repeated; say once what is missing and how to fix it instead.
     let mut config = kube::Config::infer()
         .await
-        .context("finding the cluster (kubeconfig or in-cluster environment)")?;
+        .map_err(|e| anyhow::anyhow!(errors::no_cluster(&e)))?;
+    errors::set_target(errors::ClusterTarget {
+        url: config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string(),
+        source: errors::config_source(),
+    });
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     kube::Client::try_from(config).context("connecting to the cluster")
 }
@@ -240,6 +286,29 @@ mod tests {
     }
 
     #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None), "a file or a pipe");
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(
+            log_colours(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is unset"
+        );
+    }
+
+    #[test]
+    fn one_shot_commands_leave_kubes_request_errors_to_their_own_message() {
+        let cli = Cli::try_parse_from(["runyard", "status"]).expect("status");
+        assert_eq!(log_filter(&cli), "info,kube_client=off");
+        let cli = Cli::try_parse_from(["runyard", "--log-level", "kube=debug", "status"])
+            .expect("status");
+        assert_eq!(log_filter(&cli), "kube=debug");
+        let cli = Cli::try_parse_from(["runyard", "controller"]).expect("controller");
+        assert_eq!(log_filter(&cli), "info");
+    }
+
+    #[test]
     fn sidecar_mode_follows_the_version() {
         let f = resolve_facts(SidecarModeArg::Auto, Some("1.28")).expect("1.28");
         assert_eq!(f.sidecar_mode, SidecarMode::Container);
@@ -248,5 +317,41 @@ mod tests {
         let f = resolve_facts(SidecarModeArg::Container, Some("1.33")).expect("override");
         assert_eq!(f.sidecar_mode, SidecarMode::Container);
         assert!(resolve_facts(SidecarModeArg::Auto, Some("1.26")).is_err());
+        // Container mode works on every supported version.
+        let f = resolve_facts(SidecarModeArg::Container, Some("1.27")).expect("container");
+        assert_eq!(f.sidecar_mode, SidecarMode::Container);
+    }
+
+    #[test]
+    fn native_sidecars_on_a_version_without_them_are_refused() {
+        let err = resolve_facts(SidecarModeArg::Native, Some("1.27")).expect_err("no sidecars");
+        assert_eq!(
+            err.to_string(),
+            "--sidecar-mode native cannot work on Kubernetes 1.27: native sidecars are on by default from 1.29 (1.28 has them only behind the alpha SidecarContainers feature gate), and without them run pods never start; use --sidecar-mode container, or auto"
+        );
+        assert!(resolve_facts(SidecarModeArg::Native, Some("1.28")).is_err());
+        let f = resolve_facts(SidecarModeArg::Native, Some("v1.29.3-gke.1")).expect("1.29");
+        assert_eq!(f.sidecar_mode, SidecarMode::Native);
+        assert!(resolve_facts(SidecarModeArg::Native, None).is_ok());
+    }
+
+    #[test]
+    fn kube_versions_are_checked_when_the_flags_are_read() {
+        assert_eq!(
+            parse_kube_version("banana").expect_err("not a version"),
+            "\"banana\" is not a Kubernetes version: expected MAJOR.MINOR, e.g. 1.29 (or v1.29.3)"
+        );
+        for bad in ["1", "1.", "v", "1.x", "x.29", ""] {
+            assert!(parse_kube_version(bad).is_err(), "{bad}");
+        }
+        assert!(parse_kube_version("1.26")
+            .expect_err("too old")
+            .starts_with("Kubernetes 1.26 is not supported"));
+        for good in ["1.29", "v1.33.1", "1.29+", " 1.30 "] {
+            assert!(parse_kube_version(good).is_ok(), "{good}");
+        }
+        let err = Cli::try_parse_from(["runyard", "inject", "-f", "x", "--kube-version", "banana"])
+            .expect_err("refused");
+        assert!(err.to_string().contains("--kube-version"), "{err}");
     }
 }

@@ -6,7 +6,9 @@ use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource, Trust
 use crate::shutdown::Shutdown;
 use crate::webhook::rotator::{Rotator, RotatorConfig, SystemClock};
 use crate::webhook::tls::CertStore;
-use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions, TlsSource};
+use crate::webhook::{
+    self, metrics::Metrics, AppState, Limits, ServerOptions, TlsSource, WebhookError,
+};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -66,7 +68,7 @@ pub struct WebhookArgs {
     pub sidecar_mode: SidecarModeArg,
     /// Kubernetes version to assume with --pools and --sidecar-mode auto
     /// (e.g. 1.28); default: a current version (native sidecars).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_kube_version)]
     pub kube_version: Option<String>,
     /// Reviews handled at once; beyond it requests get 429 immediately.
     #[arg(long, default_value_t = 256)]
@@ -106,11 +108,8 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
                 .apiserver_version()
                 .await
                 .context("reading the API server version")?;
-            let server = ClusterFacts::for_version(&info.major, &info.minor)?;
-            let facts = match args.sidecar_mode {
-                SidecarModeArg::Auto => server,
-                other => resolve_facts(other, None)?,
-            };
+            let server = format!("{}.{}", info.major, info.minor);
+            let facts = resolve_facts(args.sidecar_mode, Some(&server))?;
             tracing::info!(version = %info.git_version, sidecar_mode = ?facts.sidecar_mode, "connected to the API server");
             let pools = webhook::pools::watch_pools(
                 client.clone(),
@@ -181,9 +180,21 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
             ..Limits::default()
         },
     };
-    let running = webhook::start(options, state).await.context(
-        "starting the webhook (generate certificates with `runyard certs`, or use --cert-secret)",
-    )?;
+    let running = webhook::start(options, state).await.map_err(|e| {
+        let hint = match &e {
+            WebhookError::Tls(_) => {
+                "; the webhook serves --tls-cert/--tls-key: generate them with `runyard certs` (it writes certs/), or let it manage its certificate with --cert-secret"
+            }
+            WebhookError::Bind { .. } => {
+                "; another process is listening there: stop it, or choose another --listen (or --metrics-listen)"
+            }
+            WebhookError::Join(_) => "",
+        };
+        anyhow::anyhow!(
+            "starting the webhook: {}{hint}",
+            super::errors::chain_line(&e)
+        )
+    })?;
     shutdown.requested().await;
     tracing::info!("shutting down: draining in-flight reviews");
     running.shutdown();

@@ -30,9 +30,12 @@ pub enum InjectFileError {
     },
     #[error("writing YAML: {0}")]
     Output(serde_norway::Error),
+    #[error("no objects in it (it is empty or only comments)")]
+    Empty,
 }
 
-/// Injects every run in `input`; other documents pass through unchanged.
+/// Injects every run in `input`; other documents pass through unchanged. An
+/// input without any object is an error (a wrong file, an empty pipe).
 pub fn inject_yaml(
     input: &str,
     injector: &Injector,
@@ -53,6 +56,9 @@ pub fn inject_yaml(
         }
         first = false;
         out.push_str(&serde_norway::to_string(&value).map_err(InjectFileError::Output)?);
+    }
+    if first {
+        return Err(InjectFileError::Empty);
     }
     Ok(out)
 }

@@ -27,9 +27,6 @@ use serde::Serialize;
 /// Launcher image used when the pool sets none.
 pub const DEFAULT_LAUNCHER_IMAGE: &str =
     concat!("ghcr.io/runyard/runyard:v", env!("CARGO_PKG_VERSION"));
-/// PATH after runyard's directories; the image's own PATH cannot be referenced
-/// from a pod spec, so this is the conventional Linux default.
-pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why a run is denied. The message is shown to the user by `kubectl`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +112,15 @@ pub struct UnsupportedVersion {
     pub minor: String,
 }
 
+/// A Kubernetes version that cannot be used: not one at all, or too old.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VersionError {
+    #[error("{0:?} is not a Kubernetes version: expected MAJOR.MINOR, e.g. 1.29 (or v1.29.3)")]
+    Invalid(String),
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedVersion),
+}
+
 impl ClusterFacts {
     /// Facts for an API server reporting `major`/`minor` (e.g. `1`, `29+` on GKE).
     pub fn for_version(major: &str, minor: &str) -> Result<Self, UnsupportedVersion> {
@@ -141,13 +147,19 @@ impl ClusterFacts {
         Ok(Self { sidecar_mode })
     }
 
-    /// Parses `1.29` or `v1.29.3`.
-    pub fn for_version_string(version: &str) -> Result<Self, UnsupportedVersion> {
-        let v = version.trim().trim_start_matches('v');
+    /// Parses `1.29` or `v1.29.3` (a provider suffix such as `1.29+` or
+    /// `v1.29.3-gke.1` is fine; `banana` or `1` is not).
+    pub fn for_version_string(version: &str) -> Result<Self, VersionError> {
+        let v = version.trim();
+        let v = v.strip_prefix('v').unwrap_or(v);
         let mut parts = v.split('.');
         let major = parts.next().unwrap_or_default();
         let minor = parts.next().unwrap_or_default();
-        Self::for_version(major, minor)
+        let numeric = |s: &str| s.chars().next().is_some_and(|c| c.is_ascii_digit());
+        if !(numeric(major) && major.chars().all(|c| c.is_ascii_digit()) && numeric(minor)) {
+            return Err(VersionError::Invalid(version.to_string()));
+        }
+        Ok(Self::for_version(major, minor)?)
     }
 }
 

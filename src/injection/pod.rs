@@ -2,12 +2,13 @@
 //! template's). Every step is an upsert keyed by name or path, so a second pass
 //! over an injected spec changes nothing.
 
-use super::{policy, ClusterFacts, EngineDefaults, InjectError, SidecarMode, BASE_PATH};
+use super::{policy, ClusterFacts, EngineDefaults, InjectError, SidecarMode};
 use crate::crd::{ContainerSettings, WorkerPoolSpec, DEFAULT_ACTIVE_DEADLINE_SECONDS};
 use crate::vocab::{
-    env as var, is_injected, ANNOTATION_INJECTED, BINARIES_CACHE_PATH, BINARIES_CACHE_VOLUME,
-    BINARIES_PATH, BINARIES_SUBPATH, INIT_CONTAINER, LABEL_POOL, LABEL_WORKER, LAUNCHER_CONTAINER,
-    PODINFO_PATH, PODINFO_VOLUME, RUNYARD_UID, SCHEDULING_GATE, WORKSPACE_PATH, WORKSPACE_VOLUME,
+    env as var, is_injected, ANNOTATION_INJECTED, ANNOTATION_TOOLS, BINARIES_CACHE_PATH,
+    BINARIES_CACHE_VOLUME, BINARIES_PATH, BINARIES_SUBPATH, EXEC_SHIM_PATH, EXEC_SHIM_PREFIX_ARG,
+    INIT_CONTAINER, LABEL_POOL, LABEL_WORKER, LAUNCHER_CONTAINER, PODINFO_PATH, PODINFO_VOLUME,
+    RUNYARD_UID, SCHEDULING_GATE, WORKSPACE_PATH, WORKSPACE_VOLUME,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
@@ -138,7 +139,7 @@ pub fn inject(
         .filter(|c| !main_owned.contains(&c.name.as_str()))
         .map(|c| c.name.clone())
         .collect();
-    let path = worker_path(ctx.pool);
+    let path = worker_path(ctx.pool, meta);
     let worker_settings = pool_pod.worker_container.as_ref();
     let workers = spec
         .init_containers
@@ -151,7 +152,7 @@ pub fn inject(
                 .filter(|c| !main_owned.contains(&c.name.as_str())),
         );
     for c in workers {
-        prepare_worker(c, &env, &path, worker_settings, ctx.defaults)?;
+        prepare_worker(c, &env, path.as_deref(), worker_settings, ctx.defaults)?;
     }
 
     // Init containers: customInitContainers, init, launcher (native), then the run's own.
@@ -163,7 +164,7 @@ pub fn inject(
         produced.containers.push(c.clone());
         pos = upsert_at(inits, c, pos) + 1;
     }
-    let init = init_container(ctx, &env)?;
+    let init = init_container(ctx, &env, path.is_some())?;
     produced.containers.push(init.clone());
     pos = upsert_at(inits, init, pos) + 1;
     let launcher = launcher_container(ctx, &env, &worker_names)?;
@@ -350,15 +351,27 @@ fn runyard_env(ctx: &PodContext<'_>) -> Vec<EnvVar> {
     ]
 }
 
-fn worker_path(pool: &WorkerPoolSpec) -> String {
-    match pool
+/// The directories to put first on the workers' PATH: the pool's
+/// `customBinariesPath`, then [`BINARIES_PATH`]; `None` when the run has
+/// nothing there (no tools in `runyard.dev/tools`, the run's or else the
+/// pool's, and no `customBinariesPath`): PATH is then exactly what the image
+/// and the run set.
+fn worker_path(pool: &WorkerPoolSpec, meta: &ObjectMeta) -> Option<String> {
+    let custom = pool
         .pod
         .custom_binaries_path
         .as_deref()
-        .filter(|p| !p.is_empty())
-    {
-        Some(custom) => format!("{custom}:{BINARIES_PATH}"),
-        None => BINARIES_PATH.to_string(),
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let tools = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_TOOLS))
+        .or_else(|| pool.pod.annotations.get(ANNOTATION_TOOLS))
+        .is_some_and(|t| !t.trim().is_empty());
+    match custom {
+        Some(custom) => Some(format!("{custom}:{BINARIES_PATH}")),
+        None => tools.then(|| BINARIES_PATH.to_string()),
     }
 }
 
@@ -376,23 +389,54 @@ fn apply_env(c: &mut Container, runyard: &[EnvVar], extra: &[EnvVar]) {
     }
 }
 
-/// Prepends runyard's binaries to PATH; idempotent.
+/// Puts `prefix` first on the container's PATH without losing the image's
+/// own PATH, which a pod spec cannot name (`$(PATH)` expands only variables
+/// declared in the spec). Idempotent.
+///
+/// - A PATH the container declares with a value gets `prefix` prepended.
+/// - Otherwise a container with a `command` runs it through the exec shim
+///   ([`EXEC_SHIM_PATH`] `--path-prefix=PREFIX -- COMMAND...`), which
+///   prepends `prefix` to the PATH the process really gets (the image's
+///   `ENV`, `envFrom`) and execs the command in its place.
+/// - A container without a `command` runs its image's entrypoint, which the
+///   webhook does not know (it reads nothing from registries): left alone.
 fn apply_path(c: &mut Container, prefix: &str) {
-    let vars = c.env.get_or_insert_with(Vec::new);
-    match vars.iter_mut().find(|v| v.name == "PATH") {
-        Some(var) if var.value_from.is_some() => {}
-        Some(var) => {
-            let current = var.value.clone().unwrap_or_default();
-            let already = current == prefix || current.starts_with(&format!("{prefix}:"));
-            if !already {
-                var.value = Some(if current.is_empty() {
-                    prefix.to_string()
-                } else {
-                    format!("{prefix}:{current}")
-                });
-            }
+    let declared = c
+        .env
+        .iter_mut()
+        .flatten()
+        .find(|v| v.name == "PATH" && v.value_from.is_none());
+    if let Some(var) = declared {
+        let current = var.value.clone().unwrap_or_default();
+        let already = current == prefix || current.starts_with(&format!("{prefix}:"));
+        if !already {
+            var.value = Some(if current.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}:{current}")
+            });
         }
-        None => vars.push(value_env("PATH", &format!("{prefix}:{BASE_PATH}"))),
+        return;
+    }
+    let Some(command) = c.command.as_mut().filter(|c| !c.is_empty()) else {
+        return;
+    };
+    let already_wrapped = command.len() >= 3
+        && command[0] == EXEC_SHIM_PATH
+        && command[1].starts_with(EXEC_SHIM_PREFIX_ARG)
+        && command[2] == "--";
+    let own = if already_wrapped {
+        &command[3..]
+    } else {
+        &command[..]
+    };
+    let mut wrapped = Vec::with_capacity(own.len() + 3);
+    wrapped.push(EXEC_SHIM_PATH.to_string());
+    wrapped.push(format!("{EXEC_SHIM_PREFIX_ARG}{prefix}"));
+    wrapped.push("--".to_string());
+    wrapped.extend(own.iter().cloned());
+    if *command != wrapped {
+        *command = wrapped;
     }
 }
 
@@ -522,7 +566,7 @@ fn drop_all() -> Capabilities {
 fn prepare_worker(
     c: &mut Container,
     env: &[EnvVar],
-    path: &str,
+    path: Option<&str>,
     settings: Option<&ContainerSettings>,
     defaults: &EngineDefaults,
 ) -> Result<(), InjectError> {
@@ -536,7 +580,9 @@ fn prepare_worker(
         env,
         settings.map(|s| s.env.as_slice()).unwrap_or_default(),
     );
-    apply_path(c, path);
+    if let Some(prefix) = path {
+        apply_path(c, prefix);
+    }
     if let Some(s) = settings {
         for from in &s.env_from {
             let list = c.env_from.get_or_insert_with(Vec::new);
@@ -636,11 +682,21 @@ fn runyard_container(
     Ok(c)
 }
 
-fn init_container(ctx: &PodContext<'_>, env: &[EnvVar]) -> Result<Container, InjectError> {
+/// `init`; with `exec_shim` (worker commands may run through the exec shim)
+/// it installs the shim too.
+fn init_container(
+    ctx: &PodContext<'_>,
+    env: &[EnvVar],
+    exec_shim: bool,
+) -> Result<Container, InjectError> {
+    let mut env = env.to_vec();
+    if exec_shim {
+        env.push(value_env(var::EXEC_SHIM, "true"));
+    }
     runyard_container(
         INIT_CONTAINER,
         ctx,
-        env,
+        &env,
         ctx.pool.pod.init_container.as_ref(),
         &["runyard", "launcher", "init"],
         {

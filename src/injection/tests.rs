@@ -445,10 +445,10 @@ fn run_environment_is_complete() {
         .and_then(|v| v.field_ref.as_ref())
         .map(|f| f.field_path.as_str());
     assert_eq!(worker_ref, Some("metadata.labels['runyard.dev/worker']"));
-    let path = env_value(w, "PATH")
-        .and_then(|e| e.value.as_deref())
-        .expect("PATH");
-    assert!(path.starts_with("/opt/runyard/binaries:"), "{path}");
+    assert!(
+        env_value(w, "PATH").is_none(),
+        "no tools: the image's PATH is kept"
+    );
     let mounts: Vec<_> = w
         .volume_mounts
         .iter()
@@ -511,7 +511,9 @@ pod:
 "#;
     let pool_spec: WorkerPoolSpec = serde_norway::from_str(spec_yaml).expect("pool spec");
     let pools = pool("builders", pool_spec);
-    let mut pod = run_pod(vec![worker("w", "ghcr.io/acme/x:1")]);
+    let mut w = worker("w", "ghcr.io/acme/x:1");
+    w.command = Some(vec!["make".into()]);
+    let mut pod = run_pod(vec![w]);
     pod.metadata
         .labels
         .as_mut()
@@ -585,12 +587,16 @@ pod:
         env_value(w, "HTTP_PROXY").and_then(|e| e.value.as_deref()),
         Some("http://proxy")
     );
-    let path = env_value(w, "PATH")
-        .and_then(|e| e.value.as_deref())
-        .expect("PATH");
-    assert!(
-        path.starts_with("/opt/tools/bin:/opt/runyard/binaries:"),
-        "{path}"
+    assert!(env_value(w, "PATH").is_none(), "the image's PATH is kept");
+    assert_eq!(
+        w.command.clone().unwrap_or_default(),
+        [
+            EXEC_SHIM_PATH,
+            "--path-prefix=/opt/tools/bin:/opt/runyard/binaries",
+            "--",
+            "make"
+        ],
+        "customBinariesPath, then runyard's binaries, first on PATH"
     );
     let req = w
         .resources
@@ -630,19 +636,130 @@ fn resources_respect_what_the_run_set() {
     );
 }
 
+/// A run pod asking for tools (`runyard.dev/tools`).
+fn with_tools(mut pod: Pod) -> Pod {
+    pod.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_TOOLS.into(),
+        format!("jq=1.7@https://example.com/jq#sha256={}", "a".repeat(64)),
+    )]));
+    pod
+}
+
+fn golang(name: &str, command: Option<&[&str]>) -> Container {
+    let mut c = worker(name, "golang:1.22");
+    c.command = command.map(|c| c.iter().map(|s| s.to_string()).collect());
+    c
+}
+
+fn init_env<'a>(pod: &'a Pod, name: &str) -> Option<&'a EnvVar> {
+    let init = spec(pod)
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == INIT_CONTAINER)
+        .expect("init");
+    env_value(init, name)
+}
+
 #[test]
-fn existing_path_is_prepended_once() {
-    let mut c = worker("w", "alpine");
+fn without_tools_path_and_command_are_the_runs() {
+    let pod = run_pod(vec![golang("test", Some(&["go", "test", "./..."]))]);
+    let new = mutated_pod(injector().mutate(&pod, "ci", &builders()));
+    let c = &spec(&new).containers[0];
+    assert!(env_value(c, "PATH").is_none(), "the image's PATH is kept");
+    assert_eq!(
+        c.command.clone().unwrap_or_default(),
+        ["go", "test", "./..."]
+    );
+    assert!(init_env(&new, env::EXEC_SHIM).is_none());
+}
+
+#[test]
+fn tools_go_first_on_path_through_the_exec_shim() {
+    let pod = with_tools(run_pod(vec![
+        golang("test", Some(&["go", "test", "./..."])),
+        golang("vet", None),
+    ]));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &builders()));
+    let s = spec(&new);
+    let test = &s.containers[0];
+    assert!(
+        env_value(test, "PATH").is_none(),
+        "no PATH in the spec: it would hide the image's"
+    );
+    assert_eq!(
+        test.command.clone().unwrap_or_default(),
+        [
+            EXEC_SHIM_PATH,
+            "--path-prefix=/opt/runyard/binaries",
+            "--",
+            "go",
+            "test",
+            "./..."
+        ]
+    );
+    // Without a command the image's entrypoint runs: unknown, left alone.
+    let vet = &s.containers[1];
+    assert!(vet.command.is_none() && env_value(vet, "PATH").is_none());
+    assert_eq!(
+        init_env(&new, env::EXEC_SHIM).and_then(|e| e.value.as_deref()),
+        Some("true"),
+        "init installs the shim"
+    );
+    // Injecting again changes nothing (the shim is not wrapped twice).
+    assert!(matches!(
+        injector().mutate(&new, "ci", &builders()),
+        Ok(Mutation::Unchanged)
+    ));
+}
+
+#[test]
+fn a_declared_path_gets_the_prefix_once() {
+    let mut c = golang("w", Some(&["go", "build"]));
     c.env = Some(vec![EnvVar {
         name: "PATH".into(),
         value: Some("/custom/bin:/usr/bin".into()),
         ..Default::default()
     }]);
-    let new = mutated_pod(injector().mutate(&run_pod(vec![c]), "ci", &builders()));
-    let path = env_value(&spec(&new).containers[0], "PATH")
+    let new = mutated_pod(injector().mutate(&with_tools(run_pod(vec![c])), "ci", &builders()));
+    let w = &spec(&new).containers[0];
+    let path = env_value(w, "PATH")
         .and_then(|e| e.value.clone())
         .expect("PATH");
     assert_eq!(path, "/opt/runyard/binaries:/custom/bin:/usr/bin");
+    assert_eq!(
+        w.command.clone().unwrap_or_default(),
+        ["go", "build"],
+        "no shim needed"
+    );
+    assert!(matches!(
+        injector().mutate(&new, "ci", &builders()),
+        Ok(Mutation::Unchanged)
+    ));
+}
+
+#[test]
+fn pool_tools_count_and_a_runs_empty_tools_win() {
+    let mut pool_spec = WorkerPoolSpec::default();
+    pool_spec.pod.annotations = BTreeMap::from([(
+        ANNOTATION_TOOLS.into(),
+        format!("jq=1.7@https://example.com/jq#sha256={}", "a".repeat(64)),
+    )]);
+    let pools = pool("builders", pool_spec);
+    let pod = run_pod(vec![golang("w", Some(&["go", "build"]))]);
+    let new = mutated_pod(injector().mutate(&pod, "ci", &pools));
+    assert_eq!(
+        spec_of_first_command(&new).first().map(String::as_str),
+        Some(EXEC_SHIM_PATH)
+    );
+    let mut pod = pod;
+    pod.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_TOOLS.into(), String::new())]));
+    let new = mutated_pod(injector().mutate(&pod, "ci", &pools));
+    assert_eq!(spec_of_first_command(&new), ["go", "build"]);
+}
+
+fn spec_of_first_command(pod: &Pod) -> Vec<String> {
+    spec(pod).containers[0].command.clone().unwrap_or_default()
 }
 
 #[test]

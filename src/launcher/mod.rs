@@ -7,6 +7,7 @@
 pub mod fetch;
 pub mod init;
 pub mod serve;
+pub mod shim;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use crate::http::{metrics_response, readiness, text, Rejections};
 use crate::injection::{Injector, PoolSource};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -165,11 +165,47 @@ fn deadline(uri: &Uri) -> Duration {
         .unwrap_or(DEFAULT_DEADLINE)
 }
 
+/// How much of a refused body is read (and dropped) before answering 413
+/// over HTTP/2 (see [`too_large`]).
+const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The 413 answer. Over HTTP/2 the rest of the body is read and dropped
+/// first (up to [`DRAIN_LIMIT_BYTES`] in all, within the request's
+/// deadline): a client cannot stop sending a stream midway, and answering
+/// while it still sends ends in a reset stream that clients (curl, Go)
+/// report as a stream error instead of the status. HTTP/1.1 needs none of
+/// this: the connection is closed after the answer.
+async fn too_large(
+    metrics: &Metrics,
+    version: Version,
+    body: &mut Body,
+    until: tokio::time::Instant,
+) -> Response {
+    metrics.reject("too_large");
+    if version == Version::HTTP_2 {
+        let _ = tokio::time::timeout_at(until, async {
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len());
+                if read > DRAIN_LIMIT_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
+    )
+}
+
 async fn mutate(
     State(state): State<AppState>,
     uri: Uri,
+    version: Version,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Response {
     let inner = &state.0;
     let Ok(_permit) = inner.in_flight.try_acquire() else {
@@ -185,16 +221,15 @@ async fn mutate(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        inner.metrics.reject("too_large");
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
-        );
-    }
     let deadline = deadline(&uri);
+    let until = tokio::time::Instant::now() + deadline;
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return too_large(&inner.metrics, version, &mut body, until).await;
+    }
     let bytes =
-        match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        match tokio::time::timeout(deadline, Limited::new(&mut body, MAX_BODY_BYTES).collect())
+            .await
+        {
             Err(_) => {
                 inner.metrics.reject("deadline");
                 return text(
@@ -203,11 +238,7 @@ async fn mutate(
                 );
             }
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                inner.metrics.reject("too_large");
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("AdmissionReview body exceeds {MAX_BODY_BYTES} bytes"),
-                );
+                return too_large(&inner.metrics, version, &mut body, until).await;
             }
             Ok(Err(e)) => {
                 inner.metrics.reject("bad_request");
