@@ -98,6 +98,12 @@ pub const EXEC_SHIM_PATH: &str = "/opt/runyard/binaries/.runyard-exec";
 pub const EXEC_SHIM_PREFIX_ARG: &str = "--path-prefix=";
 /// The binary that is the exec shim, next to `runyard` in the launcher image.
 pub const EXEC_SHIM_BINARY: &str = "runyard-exec";
+/// Written by the launcher (container sidecar mode) when the workers have
+/// exited: pool sidecars running under the exec shim's `--until` stop then.
+pub const WORKERS_DONE_FILE: &str = "/opt/runyard/workspace/.runyard/workers-done";
+/// The exec shim's option that runs a pool sidecar until [`WORKERS_DONE_FILE`]
+/// appears.
+pub const SHIM_UNTIL_ARG: &str = "--until=";
 /// Sub-path of the workspace volume mounted at [`BINARIES_PATH`].
 pub const BINARIES_SUBPATH: &str = ".runyard/binaries";
 /// Where the launcher mounts [`PODINFO_VOLUME`].

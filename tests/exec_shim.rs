@@ -100,3 +100,76 @@ fn the_shim_is_transparent_about_exit_codes_and_clear_about_failures() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: runyard-exec"));
 }
+
+/// `--until`: a pool sidecar's long-running command (docker-in-docker, a
+/// cache) stops when the launcher writes the workers-done file, and the
+/// supervisor exits 0 so the sidecar's container does not fail the pod.
+#[test]
+fn until_stops_a_long_running_sidecar_when_the_workers_are_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let done = dir.path().join("workers-done");
+    let marker = dir.path().join("got-term");
+    let mut child = Command::new(SHIM)
+        .arg(format!("--until={}", done.display()))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "trap 'touch {}; exit 143' TERM; while :; do sleep 0.1; done",
+                marker.display()
+            ),
+        ])
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(child.try_wait().expect("wait").is_none(), "still serving");
+    std::fs::write(&done, "").expect("done");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(8),
+            "not stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "a stopped sidecar ends cleanly");
+    assert!(marker.exists(), "the command got SIGTERM, not SIGKILL");
+}
+
+#[test]
+fn until_passes_through_a_command_that_ends_by_itself_and_forwards_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let done = dir.path().join("never");
+    let until = format!("--until={}", done.display());
+    let out = Command::new(SHIM)
+        .args([until.as_str(), "--", "sh", "-c", "exit 7"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(7), "a crashed sidecar shows");
+    let out = Command::new(SHIM)
+        .args([until.as_str(), "--", "no-such-command-xyz"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(127));
+    // The kubelet's SIGTERM (pod deletion) reaches the command.
+    let mut child = Command::new(SHIM)
+        .args([
+            until.as_str(),
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while :; do sleep 0.1; done",
+        ])
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(42), "forwarded, and its code passed on");
+}

@@ -641,3 +641,62 @@ async fn runyard_logs_prints_the_live_log_then_the_kept_tail_and_status_shows_re
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn a_run_on_a_node_that_stopped_reporting_is_lost_and_beats_no_more() {
+    let c = cluster(WorkerPoolSpec {
+        heartbeat_timeout: Some("2m".into()),
+        ..Default::default()
+    });
+    c.add_pod(NS, bare_pod("far", None));
+    passes(&c, 2).await;
+    // The kubelet last said everything was ready; the node lifecycle
+    // controller then marked the pod not ready (only `Ready`).
+    let lost = |since: &str| {
+        let mut status = running(true, None);
+        status["conditions"] = json!([
+            { "type": "ContainersReady", "status": "True", "lastTransitionTime": LONG_AGO },
+            { "type": "Ready", "status": "False", "lastTransitionTime": since },
+        ]);
+        status
+    };
+    let recent = (k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(20))
+    .to_string();
+    c.update_pod(NS, "far", |p| {
+        p.status = serde_json::from_value(lost(&recent)).ok()
+    });
+    // Its last beat is old: a live launcher would beat now.
+    let mut old = c.all_workers(NS)[0].clone();
+    old.status
+        .get_or_insert_with(Default::default)
+        .last_heartbeat = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        LONG_AGO.parse().expect("t"),
+    ));
+    runyard::cluster::ControllerApi::replace_worker_status(&c, NS, &old)
+        .await
+        .expect("status");
+    let writes = c.writes(Op::WorkerStatus);
+    pass(&c).await;
+    assert_eq!(
+        c.writes(Op::WorkerStatus),
+        writes,
+        "no heartbeat from a silent node"
+    );
+    assert!(c.pod(NS, "far").is_some(), "within heartbeatTimeout");
+    c.update_pod(NS, "far", |p| {
+        p.status = serde_json::from_value(lost(LONG_AGO)).ok()
+    });
+    pass(&c).await;
+    assert!(c.pod(NS, "far").is_none());
+    assert_eq!(worker_phase(&c), WorkerPhase::Idle);
+    let cm = c
+        .configmap(NS, &log_configmap_name("Pod", "far"))
+        .expect("kept");
+    let kept: ResultRecord =
+        serde_json::from_str(&cm.data.unwrap_or_default()["result"]).expect("result");
+    assert_eq!(
+        (kept.outcome.as_str(), kept.reason.as_deref()),
+        ("Lost", Some("NodeNotReady"))
+    );
+}

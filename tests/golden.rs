@@ -125,6 +125,29 @@ fn job_for_a_cluster_without_native_sidecars() {
     );
 }
 
+/// A pool sidecar: a native sidecar after the launcher (1.29+), or a regular
+/// container under the exec shim's supervisor (older clusters).
+#[test]
+fn job_with_a_pool_sidecar() {
+    let pools = pools_from("examples/pool-sidecar.yaml");
+    let job = "examples/job.yaml";
+    let text = std::fs::read_to_string(Path::new(ROOT).join(job))
+        .expect("job")
+        .replace("runyard.dev/pool: builders", "runyard.dev/pool: with-cache");
+    let tmp = std::env::temp_dir().join(format!("runyard-golden-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, text).expect("write");
+    let path = tmp.to_str().expect("path");
+    check(
+        "job.pool-sidecar.yaml",
+        &inject(path, SidecarMode::Native, &pools),
+    );
+    check(
+        "job.pool-sidecar.container-sidecar.yaml",
+        &inject(path, SidecarMode::Container, &pools),
+    );
+    let _ = std::fs::remove_file(&tmp);
+}
+
 #[test]
 fn bare_pod() {
     check(

@@ -384,6 +384,17 @@ async fn serve_answers_the_worker_and_relays_a_stop_request() {
     );
     let quick = http_over_unix(&socket, "/v1/stop?wait=100ms").await;
     assert!(quick.contains("{\"stop\":false}"), "{quick}");
+    // The readiness probe (the run's heartbeat) passes while it serves.
+    let probe = |pod: &Pod| {
+        let mut cmd = pod.command(cache.path(), &["launcher", "probe"], &s.ca);
+        cmd.output()
+    };
+    let out = probe(&pod).await.expect("probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A worker long-polls; `runyard cancel` annotates the pod.
     let poll = tokio::spawn({
@@ -405,6 +416,15 @@ async fn serve_answers_the_worker_and_relays_a_stop_request() {
         "cancelled by ci"
     );
     serve.kill().await.expect("kill");
+    let _ = serve.wait().await;
+    // A launcher that is gone fails it, saying where it looked.
+    let out = probe(&pod).await.expect("probe");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not answer on") && err.contains("launcher.sock"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -427,6 +447,17 @@ async fn serve_exits_when_the_worker_exits() {
         .spawn()
         .expect("serve");
     wait_for(&pod.path("workspace/.runyard/launcher.sock")).await;
+    // A pool sidecar as the webhook runs it without native sidecars: its
+    // long-running command under the exec shim, until the workers are done.
+    let mut sidecar = tokio::process::Command::new(env!("CARGO_BIN_EXE_runyard-exec"))
+        .arg(format!(
+            "--until={}",
+            pod.path("workspace/.runyard/workers-done").display()
+        ))
+        .args(["--", "sleep", "300"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sidecar");
     assert!(worker.wait().await.expect("worker").success());
     let status = tokio::time::timeout(Duration::from_secs(10), serve.wait())
         .await
@@ -437,6 +468,61 @@ async fn serve_exits_when_the_worker_exits() {
         !pod.path("workspace/.runyard/launcher.sock").exists(),
         "socket removed"
     );
+    let sidecar = tokio::time::timeout(Duration::from_secs(10), sidecar.wait())
+        .await
+        .expect("the pool sidecar stops after the workers")
+        .expect("status");
+    assert_eq!(sidecar.code(), Some(0), "and does not fail the pod");
+}
+
+/// Container sidecar mode: which processes of a shared process namespace are
+/// the run's workers (read from a fake `/proc`): not the launcher's own
+/// container, not the pause process, not the containers of pool sidecars
+/// (their supervisor is the exec shim with `--until`), even their other
+/// processes (a daemon's children).
+#[test]
+fn workers_are_other_containers_processes_but_not_pool_sidecars() {
+    use runyard::launcher::serve::worker_processes;
+    let proc = tempfile::tempdir().expect("proc");
+    let put = |pid: &str, cgroup: &str, cmdline: &[&str]| {
+        let dir = proc.path().join(pid);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("cgroup"), format!("0::{cgroup}\n")).expect("cgroup");
+        let mut bytes = cmdline.join("\0").into_bytes();
+        bytes.push(0);
+        std::fs::write(dir.join("cmdline"), bytes).expect("cmdline");
+    };
+    put("self", "/launcher", &["runyard", "launcher", "serve"]);
+    put("1", "/pause", &["/pause"]);
+    put("7", "/launcher", &["runyard", "launcher", "serve"]);
+    let until = format!("--until={}", runyard::vocab::WORKERS_DONE_FILE);
+    put(
+        "20",
+        "/redis",
+        &[runyard::vocab::EXEC_SHIM_PATH, &until, "--", "redis-server"],
+    );
+    put("21", "/redis", &["redis-server", "*:6379"]);
+    put(
+        "30",
+        "/dind",
+        &[runyard::vocab::EXEC_SHIM_PATH, &until, "--", "dockerd"],
+    );
+    put("31", "/dind", &["containerd"]);
+    assert_eq!(worker_processes(proc.path()), 0, "only sidecars left");
+    put("40", "/build", &["make", "test"]);
+    put("41", "/build", &["cc", "-c", "x.c"]);
+    // The exec shim without --until (tools on PATH) is a worker.
+    put(
+        "50",
+        "/other",
+        &[
+            runyard::vocab::EXEC_SHIM_PATH,
+            "--path-prefix=/x",
+            "--",
+            "go",
+        ],
+    );
+    assert_eq!(worker_processes(proc.path()), 3);
 }
 
 #[cfg(unix)]

@@ -14,6 +14,18 @@ pub enum LauncherCommand {
     Init(InitArgs),
     /// Serve the worker's local API and relay stop requests (the `launcher` sidecar).
     Serve(ServeArgs),
+    /// Exit 0 if the launcher answers on its socket (the launcher's readiness
+    /// probe: the run's heartbeat).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// How long the launcher may take to answer.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Where the launcher works (the webhook sets these through the environment).
@@ -103,6 +115,13 @@ pub(super) async fn init(args: &InitArgs) -> Result<()> {
             Err(e).context("preparing the run's workspace")
         }
     }
+}
+
+/// `runyard launcher probe`.
+pub(super) fn probe(args: &ProbeArgs) -> Result<()> {
+    let socket = args.layout.layout().socket();
+    crate::launcher::serve::probe(&socket, args.timeout)
+        .with_context(|| format!("the launcher does not answer on {}", socket.display()))
 }
 
 /// `runyard launcher serve`.

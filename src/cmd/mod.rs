@@ -18,7 +18,7 @@ pub use cancel::CancelArgs;
 pub use certs::CertsArgs;
 pub use controller::ControllerArgs;
 pub use inject::InjectArgs;
-pub use launcher::{InitArgs, LauncherCommand, LayoutArgs, ServeArgs};
+pub use launcher::{InitArgs, LauncherCommand, LayoutArgs, ProbeArgs, ServeArgs};
 pub use logs::LogsArgs;
 pub use status::{OutputFormat, StatusArgs};
 pub use submit::{SubmitArgs, SummaryFormat};
@@ -184,6 +184,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Command::Controller(a) => ok(runtime()?.block_on(controller::run(a))),
         Command::Launcher(LauncherCommand::Init(a)) => ok(runtime()?.block_on(launcher::init(a))),
         Command::Launcher(LauncherCommand::Serve(a)) => ok(runtime()?.block_on(launcher::serve(a))),
+        Command::Launcher(LauncherCommand::Probe(a)) => ok(launcher::probe(a)),
         Command::Status(a) => ok(runtime()?
             .block_on(status::run(a))
             .map(|out| print!("{out}"))),

@@ -63,6 +63,8 @@ pub enum InjectError {
     ControllerOwned { what: String, pool: String },
     #[error("runyard: ephemeral container {container:?} (kubectl debug) is not allowed: pool {pool:?} does not allow debugging its run pods (spec.allowEphemeralContainers)")]
     EphemeralNotAllowed { container: String, pool: String },
+    #[error("runyard: pool {pool:?}: its sidecar {container:?} (spec.pod.additionalSidecarContainers) has no command; on this cluster (sidecar mode container, Kubernetes before 1.29) runyard stops pool sidecars when the workers are done by running their command under its supervisor, so set the sidecar's command (the image's entrypoint)")]
+    SidecarWithoutCommand { container: String, pool: String },
     #[error("runyard: invalid run: {0}")]
     Invalid(String),
 }
@@ -78,6 +80,7 @@ impl InjectError {
             Self::PoolLabelMismatch { .. } => "pool_label_mismatch",
             Self::ControllerOwned { .. } => "controller_owned",
             Self::EphemeralNotAllowed { .. } => "ephemeral_not_allowed",
+            Self::SidecarWithoutCommand { .. } => "sidecar_without_command",
             Self::Invalid(_) => "invalid",
         }
     }

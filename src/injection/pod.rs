@@ -8,12 +8,13 @@ use crate::vocab::{
     env as var, is_injected, ANNOTATION_INJECTED, ANNOTATION_TOOLS, BINARIES_CACHE_PATH,
     BINARIES_CACHE_VOLUME, BINARIES_PATH, BINARIES_SUBPATH, EXEC_SHIM_PATH, EXEC_SHIM_PREFIX_ARG,
     INIT_CONTAINER, LABEL_POOL, LABEL_WORKER, LAUNCHER_CONTAINER, PODINFO_PATH, PODINFO_VOLUME,
-    RUNYARD_UID, SCHEDULING_GATE, WORKSPACE_PATH, WORKSPACE_VOLUME,
+    RUNYARD_UID, SCHEDULING_GATE, SHIM_UNTIL_ARG, WORKERS_DONE_FILE, WORKSPACE_PATH,
+    WORKSPACE_VOLUME,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ObjectFieldSelector, PodSchedulingGate, PodSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PodSchedulingGate, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -113,10 +114,18 @@ pub fn inject(
         .additional_sidecar_containers
         .iter()
         .map(|c| c.name.as_str());
+    // Pool sidecars are owned in both lists: native sidecars (init
+    // containers) or regular containers, depending on the cluster.
+    let sidecars: Vec<&str> = sidecars.collect();
     let init_owned: Vec<&str> = custom_inits
         .chain([INIT_CONTAINER, LAUNCHER_CONTAINER])
+        .chain(sidecars.iter().copied())
         .collect();
-    let main_owned: Vec<&str> = sidecars.chain([LAUNCHER_CONTAINER]).collect();
+    let main_owned: Vec<&str> = sidecars
+        .iter()
+        .copied()
+        .chain([LAUNCHER_CONTAINER])
+        .collect();
     let own_volumes = pool_volume_names(ctx.pool);
     if !already {
         // A clash with runyard's names is an error the user can fix; on an
@@ -164,7 +173,9 @@ pub fn inject(
         produced.containers.push(c.clone());
         pos = upsert_at(inits, c, pos) + 1;
     }
-    let init = init_container(ctx, &env, path.is_some())?;
+    let pool_sidecars = !pool_pod.additional_sidecar_containers.is_empty();
+    // The shim also supervises pool sidecars in container mode.
+    let init = init_container(ctx, &env, path.is_some() || (pool_sidecars && !native))?;
     produced.containers.push(init.clone());
     pos = upsert_at(inits, init, pos) + 1;
     let launcher = launcher_container(ctx, &env, &worker_names)?;
@@ -176,18 +187,32 @@ pub fn inject(
     };
     match native_launcher {
         Some(l) => {
-            upsert_at(inits, l, pos);
+            pos = upsert_at(inits, l, pos) + 1;
         }
         None => inits.retain(|c| c.name != LAUNCHER_CONTAINER),
     }
 
-    // Containers: the run's own, additional sidecars, launcher (container mode).
+    // Pool sidecars. Native: init containers with `restartPolicy: Always`
+    // after the launcher (before the run's own init containers, which may use
+    // them): the kubelet stops them when the workers have exited, so the pod
+    // (and the Job) completes. Container mode: regular containers after the
+    // run's own, their command run under the exec shim's `--until`, which
+    // stops them when the launcher writes WORKERS_DONE_FILE.
     for sidecar in &pool_pod.additional_sidecar_containers {
         let mut c = sidecar.clone();
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
-        produced.containers.push(c.clone());
-        let end = spec.containers.len();
-        upsert_at(&mut spec.containers, c, end);
+        if native {
+            c.restart_policy = Some("Always".to_string());
+            produced.containers.push(c.clone());
+            spec.containers.retain(|x| x.name != c.name);
+            pos = upsert_at(inits, c, pos) + 1;
+        } else {
+            supervise(&mut c, ctx.pool_name)?;
+            produced.containers.push(c.clone());
+            inits.retain(|x| x.name != c.name);
+            let end = spec.containers.len();
+            upsert_at(&mut spec.containers, c, end);
+        }
     }
     match container_launcher {
         Some(l) => {
@@ -200,6 +225,27 @@ pub fn inject(
 
     inject_pod_fields(meta, spec, ctx)?;
     check_policy(ctx.pool_name, ctx.pool, spec, &produced)
+}
+
+/// Runs a pool sidecar's command under the exec shim until the workers are
+/// done (container sidecar mode).
+fn supervise(c: &mut Container, pool: &str) -> Result<(), InjectError> {
+    let command = c
+        .command
+        .take()
+        .filter(|cmd| !cmd.is_empty())
+        .ok_or_else(|| InjectError::SidecarWithoutCommand {
+            container: c.name.clone(),
+            pool: pool.to_string(),
+        })?;
+    let mut wrapped = vec![
+        EXEC_SHIM_PATH.to_string(),
+        format!("{SHIM_UNTIL_ARG}{WORKERS_DONE_FILE}"),
+        "--".to_string(),
+    ];
+    wrapped.extend(command);
+    c.command = Some(wrapped);
+    Ok(())
 }
 
 fn check_collisions(
@@ -733,8 +779,26 @@ fn launcher_container(
     if native {
         c.restart_policy = Some("Always".to_string());
     }
+    // Its readiness is the run's heartbeat (the controller reads it; nothing
+    // in the pod needs credentials): the launcher answers on its socket.
+    c.readiness_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: Some(
+                ["runyard", "launcher", "probe"]
+                    .map(str::to_string)
+                    .to_vec(),
+            ),
+        }),
+        period_seconds: Some(LAUNCHER_PROBE_PERIOD_SECONDS),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Default::default()
+    });
     Ok(c)
 }
+
+/// How often the kubelet probes the launcher.
+pub const LAUNCHER_PROBE_PERIOD_SECONDS: i32 = 10;
 
 fn inject_pod_fields(
     meta: &mut ObjectMeta,

@@ -559,7 +559,14 @@ pod:
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(inits, ["setup", "init", "launcher"]);
+    // The pool's sidecar is a native sidecar after the launcher.
+    assert_eq!(inits, ["setup", "init", "launcher", "dind"]);
+    assert_eq!(
+        s.init_containers.as_ref().expect("inits")[3]
+            .restart_policy
+            .as_deref(),
+        Some("Always")
+    );
     assert_eq!(
         s.init_containers.as_ref().expect("inits")[1]
             .image
@@ -567,7 +574,7 @@ pod:
         Some("registry.local/runyard:dev")
     );
     let names: Vec<_> = s.containers.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["w", "dind"]);
+    assert_eq!(names, ["w"]);
     let ws = s
         .volumes
         .iter()
@@ -1100,7 +1107,10 @@ fn arb_pools() -> impl Strategy<Value = StaticPools> {
                 ..Default::default()
             });
             spec.pod.custom_init_containers = vec![worker("setup", "registry.local/s:1")];
-            spec.pod.additional_sidecar_containers = vec![worker("side", "registry.local/d:1")];
+            spec.pod.additional_sidecar_containers = vec![Container {
+                command: Some(vec!["serve".into()]),
+                ..worker("side", "registry.local/d:1")
+            }];
         }
         pool("builders", spec)
     })
@@ -1375,10 +1385,103 @@ fn privileged_pool_sidecars_need_the_opt_in_too() {
 }
 
 fn spec_sc_named(pod: &Pod, name: &str) -> SecurityContext {
-    spec(pod)
-        .containers
+    let s = spec(pod);
+    s.init_containers
         .iter()
+        .flatten()
+        .chain(&s.containers)
         .find(|c| c.name == name)
         .and_then(|c| c.security_context.clone())
         .expect("security context")
+}
+
+#[test]
+fn pool_sidecars_are_native_sidecars_or_supervised_containers() {
+    let mut spec = WorkerPoolSpec::default();
+    spec.pod.additional_sidecar_containers = vec![Container {
+        command: Some(vec!["redis-server".into()]),
+        args: Some(vec!["--save".into(), "".into()]),
+        ..worker("redis", "redis:7.4")
+    }];
+    let pools = pool("builders", spec.clone());
+    let pod = run_pod(vec![worker("w", "alpine")]);
+    // Native: after the launcher, restartPolicy Always, not a regular container.
+    let native = mutated_pod(injector().mutate(&pod, "ci", &pools));
+    let s = spec_of(&native);
+    let inits: Vec<_> = s
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(inits, ["init", "launcher", "redis"]);
+    let redis = &s.init_containers.as_ref().expect("inits")[2];
+    assert_eq!(redis.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        redis.command.as_deref(),
+        Some(&["redis-server".to_string()][..])
+    );
+    assert!(s.containers.iter().all(|c| c.name != "redis"));
+    // Container mode: a regular container whose command runs under the shim
+    // until the workers are done; init installs the shim.
+    let old = mutated_pod(container_injector().mutate(&pod, "ci", &pools));
+    let s = spec_of(&old);
+    let names: Vec<_> = s.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["w", "redis", "launcher"]);
+    let redis = &s.containers[1];
+    assert_eq!(
+        redis.command.clone().unwrap_or_default(),
+        [
+            EXEC_SHIM_PATH,
+            &format!("{SHIM_UNTIL_ARG}{WORKERS_DONE_FILE}"),
+            "--",
+            "redis-server"
+        ]
+    );
+    assert_eq!(redis.args.clone().unwrap_or_default(), ["--save", ""]);
+    let init = &s.init_containers.as_ref().expect("inits")[0];
+    assert_eq!(
+        env_value(init, env::EXEC_SHIM).and_then(|e| e.value.as_deref()),
+        Some("true")
+    );
+    // The launcher's readiness is the heartbeat, in both modes.
+    for p in [&native, &old] {
+        let s = spec_of(p);
+        let launcher = s
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&s.containers)
+            .find(|c| c.name == LAUNCHER_CONTAINER)
+            .expect("launcher");
+        let probe = launcher.readiness_probe.as_ref().expect("probe");
+        assert_eq!(
+            probe
+                .exec
+                .as_ref()
+                .and_then(|e| e.command.clone())
+                .unwrap_or_default(),
+            ["runyard", "launcher", "probe"]
+        );
+    }
+    // Without a command the shim has nothing to run: denied, with why, but
+    // only where it matters.
+    spec.pod.additional_sidecar_containers[0].command = None;
+    let pools = pool("builders", spec);
+    let err = container_injector()
+        .mutate(&pod, "ci", &pools)
+        .expect_err("no command");
+    assert!(
+        matches!(err, InjectError::SidecarWithoutCommand { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("set the sidecar's command"),
+        "{err}"
+    );
+    mutated_pod(injector().mutate(&pod, "ci", &pools));
+}
+
+fn spec_of(pod: &Pod) -> &PodSpec {
+    pod.spec.as_ref().expect("spec")
 }

@@ -31,7 +31,10 @@ fn with_sidecar() -> StaticPools {
         "builders",
         WorkerPoolSpec {
             pod: crate::crd::PoolPodSpec {
-                additional_sidecar_containers: vec![worker("cache", "ghcr.io/acme/cache:1")],
+                additional_sidecar_containers: vec![Container {
+                    command: Some(vec!["cache-server".into()]),
+                    ..worker("cache", "ghcr.io/acme/cache:1")
+                }],
                 ..Default::default()
             },
             ..Default::default()
@@ -94,24 +97,40 @@ fn a_container_named_like_the_pools_sidecar_is_the_pools_or_nothing() {
         .find(|c| c.name == "cache")
         .expect("cache");
     assert_eq!(cache.image.as_deref(), Some("ghcr.io/acme/cache:1"));
-    // ...and in the other list, where the pool puts nothing of that name, it
-    // is the run's own container and held to the policy.
+    // ...in the other list too (pool sidecars are native sidecars, init
+    // containers, on clusters that have them): one container of that name,
+    // the pool's, in the list the cluster's sidecar mode puts it.
     let mut pod = run_pod(vec![worker("build", "alpine")]);
-    pod.metadata.annotations = pod.metadata.annotations.take().or_else(|| {
-        Some(BTreeMap::from([(
-            ANNOTATION_INJECTED.into(),
-            "true".into(),
-        )]))
-    });
+    pod.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_INJECTED.into(),
+        "true".into(),
+    )]));
     pod.spec.as_mut().expect("spec").init_containers =
-        Some(vec![privileged("cache", "ghcr.io/acme/cache:1")]);
-    let err = injector()
-        .mutate(&pod, "ci", &with_sidecar())
-        .expect_err("a privileged init container named like the sidecar");
-    assert!(
-        matches!(err, InjectError::PrivilegeNotAllowed { .. }),
-        "{err}"
-    );
+        Some(vec![privileged("cache", "evil.example/root:1")]);
+    for native in [false, true] {
+        let inj = if native {
+            injector()
+        } else {
+            super::tests::container_injector()
+        };
+        let new = mutated_pod(inj.mutate(&pod, "ci", &with_sidecar()));
+        let caches: Vec<_> = all_containers(&new).filter(|c| c.name == "cache").collect();
+        assert_eq!(caches.len(), 1, "native {native}");
+        assert_eq!(caches[0].image.as_deref(), Some("ghcr.io/acme/cache:1"));
+        assert_ne!(
+            caches[0]
+                .security_context
+                .as_ref()
+                .and_then(|s| s.privileged),
+            Some(true)
+        );
+        let in_inits = spec(&new)
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == "cache");
+        assert_eq!(in_inits, native, "native {native}");
+    }
     // A regular container named like runyard's init container likewise.
     let mut pod = run_pod(vec![
         worker("build", "alpine"),

@@ -42,6 +42,13 @@ impl Layout {
     pub fn stop_file(&self) -> PathBuf {
         self.state().join("stop")
     }
+
+    /// Written once the workers have exited: pool sidecars supervised by the
+    /// exec shim (`--until`, container sidecar mode) stop then
+    /// ([`crate::vocab::WORKERS_DONE_FILE`] in a run pod).
+    pub fn workers_done_file(&self) -> PathBuf {
+        self.state().join("workers-done")
+    }
 }
 
 /// Reads a downward-API file (`key="value"` per line, values Go-quoted).

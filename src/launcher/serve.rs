@@ -15,7 +15,7 @@
 //! the worker has exited or the grace period ends.
 
 use super::{read_podinfo, Layout};
-use crate::vocab::ANNOTATION_STOP;
+use crate::vocab::{ANNOTATION_STOP, EXEC_SHIM_PATH, SHIM_UNTIL_ARG};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -117,21 +117,48 @@ fn request_stop(tx: &watch::Sender<Option<String>>, stop_file: &Path, reason: &s
     tracing::info!(reason, "stop requested");
 }
 
-fn cgroup(pid: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+fn cgroup(proc: &Path, pid: &str) -> Option<String> {
+    std::fs::read_to_string(proc.join(pid).join("cgroup")).ok()
 }
 
-/// Processes of other containers in a shared process namespace (pid 1 is the
-/// pause process).
-fn worker_processes() -> usize {
-    let own = cgroup("self");
-    std::fs::read_dir("/proc")
+/// A pool sidecar's process: the exec shim supervising it until the
+/// workers are done (container sidecar mode).
+fn is_supervised_sidecar(proc: &Path, pid: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(proc.join(pid).join("cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    args.next() == Some(EXEC_SHIM_PATH.as_bytes())
+        && args.any(|a| a.starts_with(SHIM_UNTIL_ARG.as_bytes()))
+}
+
+/// Processes of the run's workers in a shared process namespace, read from
+/// `proc` (`/proc`): those of other containers (another cgroup than this
+/// one's; pid 1 is the pause process), except the containers of pool
+/// sidecars (the cgroups of their supervisors), which run until the workers
+/// are done and must not keep the launcher waiting for them.
+pub fn worker_processes(proc: &Path) -> usize {
+    let own = cgroup(proc, "self");
+    let pids: Vec<String> = std::fs::read_dir(proc)
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.chars().all(|c| c.is_ascii_digit()) && n != "1")
-        .filter(|pid| cgroup(pid).is_some_and(|c| Some(&c) != own.as_ref()))
+        .collect();
+    let with_cgroups: Vec<(&String, String)> = pids
+        .iter()
+        .filter_map(|pid| Some((pid, cgroup(proc, pid)?)))
+        .filter(|(_, c)| Some(c) != own.as_ref())
+        .collect();
+    let sidecars: std::collections::BTreeSet<&String> = with_cgroups
+        .iter()
+        .filter(|(pid, _)| is_supervised_sidecar(proc, pid))
+        .map(|(_, c)| c)
+        .collect();
+    with_cgroups
+        .iter()
+        .filter(|(_, c)| !sidecars.contains(c))
         .count()
 }
 
@@ -149,7 +176,7 @@ async fn worker_exited(watch: WorkerWatch, poll: Duration) {
             let mut seen = false;
             let mut absent = 0;
             loop {
-                if worker_processes() > 0 {
+                if worker_processes(Path::new("/proc")) > 0 {
                     seen = true;
                     absent = 0;
                 } else {
@@ -170,6 +197,39 @@ fn is_zombie(pid: u32) -> bool {
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
         .unwrap_or(false)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("it answered {0:?}")]
+    Status(String),
+}
+
+/// The launcher's readiness probe: `GET /healthz` on its socket answers 200
+/// within `timeout`.
+pub fn probe(socket: &Path, timeout: Duration) -> Result<(), ProbeError> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: launcher\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match stream.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.lines().next().unwrap_or_default().to_string();
+    if status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
 }
 
 /// Runs the sidecar until the worker has exited.
@@ -230,8 +290,18 @@ pub async fn run(layout: &Layout, opts: ServeOptions) -> Result<(), ServeError> 
 
     let exited = worker_exited(opts.watch, opts.poll);
     tokio::pin!(exited);
+    let done_file = layout.workers_done_file();
+    let workers_done = || {
+        // Pool sidecars under the exec shim stop when this appears.
+        if let Err(e) = std::fs::write(&done_file, b"") {
+            tracing::warn!(path = %done_file.display(), error = %e, "cannot tell pool sidecars that the workers are done");
+        }
+    };
     tokio::select! {
-        _ = &mut exited => tracing::info!("the worker exited"),
+        _ = &mut exited => {
+            tracing::info!("the worker exited");
+            workers_done();
+        }
         _ = crate::shutdown::signal() => {
             request_stop(&stop_tx, &stop_file, "the pod is terminating");
             if opts.watch != WorkerWatch::Kubelet {
@@ -239,6 +309,7 @@ pub async fn run(layout: &Layout, opts: ServeOptions) -> Result<(), ServeError> 
                 if tokio::time::timeout(opts.grace, &mut exited).await.is_err() {
                     tracing::warn!("grace period over; the worker is still running");
                 }
+                workers_done();
             }
         }
     }

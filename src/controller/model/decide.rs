@@ -312,6 +312,16 @@ impl<'a> Pass<'a> {
                         format!("the launcher has not been ready (no heartbeat) for {heartbeat}s (heartbeatTimeout)"),
                     ))
                 }
+                Some(f)
+                    if f.phase.as_deref() == Some("Running")
+                        && f.node_lost_since.is_some_and(|t| now - t >= heartbeat) =>
+                {
+                    Some((
+                        RunResult::Lost,
+                        "NodeNotReady".to_string(),
+                        format!("the pod's node has not reported for {heartbeat}s (heartbeatTimeout): the pod is marked not ready while its containers were last ready"),
+                    ))
+                }
                 Some(_) => None,
                 None if run.key.kind == super::RunKind::Job && now - claimed >= pending => Some((
                     RunResult::Failed,
@@ -334,7 +344,9 @@ impl<'a> Pass<'a> {
                 });
                 continue;
             }
-            let alive = facts.is_some_and(|f| f.launcher_ready == Some(true));
+            // A stale "ready" from a node that stopped reporting is no beat.
+            let alive = facts
+                .is_some_and(|f| f.launcher_ready == Some(true) && f.node_lost_since.is_none());
             let due = w
                 .last_heartbeat
                 .is_none_or(|t| now - t >= HEARTBEAT_EVERY_SECS);

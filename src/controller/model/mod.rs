@@ -132,6 +132,10 @@ pub struct PodFacts {
     pub launcher_ready: Option<bool>,
     /// Since when the pod's containers have not all been ready.
     pub not_ready_since: Option<i64>,
+    /// Since when the pod has not been Ready although the kubelet last said
+    /// its containers were: the node stopped reporting (the node lifecycle
+    /// controller marks its pods not ready).
+    pub node_lost_since: Option<i64>,
 }
 
 impl PodFacts {

@@ -232,13 +232,22 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
     let terminated = statuses()
         .find(|c| Some(&c.name) == worker_container.as_ref())
         .and_then(|c| c.state.as_ref()?.terminated.as_ref());
-    let not_ready_since = status
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == "ContainersReady" && c.status == "False")
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(|t| t.0.as_second());
+    let condition = |type_: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+    };
+    let false_since = |type_: &str| {
+        condition(type_)
+            .filter(|c| c.status == "False")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.as_second())
+    };
+    let not_ready_since = false_since("ContainersReady");
+    let node_lost_since = false_since("Ready")
+        .filter(|_| condition("ContainersReady").is_none_or(|c| c.status == "True"));
     PodFacts {
         name: pod.name_any(),
         phase: status.and_then(|s| s.phase.clone()),
@@ -262,6 +271,7 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
             .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
             .map(|c| c.ready),
         not_ready_since,
+        node_lost_since,
     }
 }
 
