@@ -896,7 +896,9 @@ fn dedup_names(mut v: Vec<Container>) -> Vec<Container> {
 
 fn arb_pod() -> impl Strategy<Value = Pod> {
     (
-        proptest::collection::vec(arb_container("c"), 1..4),
+        // No containers at all is a shape the API server sends too (it
+        // validates after admission): the patch must still apply.
+        proptest::collection::vec(arb_container("c"), 0..4),
         proptest::collection::vec(arb_container("i"), 0..3),
         proptest::option::of(prop_oneof![Just("builders"), Just("missing")]),
         any::<bool>(),
@@ -989,10 +991,38 @@ fn arb_pools() -> impl Strategy<Value = StaticPools> {
     })
 }
 
+/// How a pod spec without containers is written: `containers: []`, no
+/// `containers` member at all, or `containers: null`. The typed object is the
+/// same for all three; the patch must apply to each.
+fn arb_empty_list_shape() -> impl Strategy<Value = u8> {
+    0u8..3
+}
+
+/// The JSON the API server would send for `obj`, with an empty
+/// `containers` list at `spec` (a pointer) written as `shape` says.
+fn raw_with_shape<T: Serialize>(obj: &T, spec: &str, shape: u8) -> Value {
+    let mut raw = serde_json::to_value(obj).expect("serialise");
+    if let Some(spec) = raw.pointer_mut(spec).and_then(Value::as_object_mut) {
+        if spec.get("containers").is_some_and(|c| c.as_array().is_some_and(Vec::is_empty)) {
+            match shape {
+                1 => {
+                    spec.remove("containers");
+                }
+                2 => {
+                    spec.insert("containers".into(), Value::Null);
+                }
+                _ => {}
+            }
+        }
+    }
+    raw
+}
+
 proptest! {
     #[test]
-    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester()) {
-        let raw = serde_json::to_value(&pod).expect("serialise");
+    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester(), shape in arb_empty_list_shape()) {
+        let raw = raw_with_shape(&pod, "/spec", shape);
+        let pod: Pod = serde_json::from_value(raw.clone()).expect("the raw pod is a Pod");
         let owned = controlled_by_job(&pod.metadata);
         match inj.mutate_as(pod.clone(), "ci", &pools, by) {
             Ok(Mutation::NotARun) => prop_assert!(label(&pod.metadata, LABEL_POOL).is_none()),
@@ -1072,7 +1102,7 @@ proptest! {
     }
 
     #[test]
-    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester()) {
+    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester(), shape in arb_empty_list_shape()) {
         let mut template_meta = pod.metadata.clone();
         template_meta.owner_references = None;
         let job = Job {
@@ -1090,7 +1120,8 @@ proptest! {
             }),
             ..Default::default()
         };
-        let raw = serde_json::to_value(&job).expect("serialise");
+        let raw = raw_with_shape(&job, "/spec/template/spec", shape);
+        let job: Job = serde_json::from_value(raw.clone()).expect("the raw job is a Job");
         if let Ok(Mutation::Mutated { object, patch }) = inj.mutate_as(job.clone(), "ci", &pools, by) {
             let mut applied = raw;
             json_patch::patch(&mut applied, &patch).expect("patch applies");
