@@ -633,10 +633,21 @@ fn runyard_container(
 }
 
 fn init_container(ctx: &PodContext<'_>, env: &[EnvVar]) -> Result<Container, InjectError> {
+    // The pool's extraction limits, for `launcher init` (its defaults otherwise).
+    let limits = &ctx.pool.limits;
+    let mut env = env.to_vec();
+    for (name, value) in [
+        (var::SOURCE_MAX_BYTES, limits.source_bytes),
+        (var::SOURCE_MAX_ENTRIES, limits.source_entries),
+    ] {
+        if let Some(v) = value {
+            env.push(value_env(name, &v.to_string()));
+        }
+    }
     runyard_container(
         INIT_CONTAINER,
         ctx,
-        env,
+        &env,
         ctx.pool.pod.init_container.as_ref(),
         &["runyard", "launcher", "init"],
         {
