@@ -42,7 +42,7 @@ fn field_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
             // runyard's own structs: spec, spec.pod, the container settings, status.
             let own = matches!(
                 path.as_str(),
-.spec"
+                ".spec"
                     | ".spec.limits"
                     | ".spec.pod"
                     | ".status"
