@@ -165,7 +165,11 @@ impl RunLimits {
     }
     /// Containers in force.
     pub fn containers(&self) -> u32 {
-        Self::capped(self.containers, DEFAULT_MAX_CONTAINERS, HARD_LIMITS.containers)
+        Self::capped(
+            self.containers,
+            DEFAULT_MAX_CONTAINERS,
+            HARD_LIMITS.containers,
+        )
     }
     /// Init containers in force.
     pub fn init_containers(&self) -> u32 {
@@ -177,7 +181,11 @@ impl RunLimits {
     }
     /// Env entries in force.
     pub fn env_entries(&self) -> u32 {
-        Self::capped(self.env_entries, DEFAULT_MAX_ENV_ENTRIES, HARD_LIMITS.env_entries)
+        Self::capped(
+            self.env_entries,
+            DEFAULT_MAX_ENV_ENTRIES,
+            HARD_LIMITS.env_entries,
+        )
     }
     /// Volumes in force.
     pub fn volumes(&self) -> u32 {
@@ -278,9 +286,11 @@ pub struct PoolPodSpec {
     /// another UID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
-    /// Allow runs of this pool to use privileged containers, privilege escalation,
-    /// added capabilities, root users and host namespaces. Default false: such runs
-    /// are denied.
+    /// Allow runs of this pool (and the pool's own containers) what Pod Security
+    /// `baseline` forbids (privileged containers, privilege escalation, added
+    /// capabilities, host namespaces, ports and paths, SELinux types, unconfined
+    /// profiles, procMount, unsafe sysctls) and root's user or group. Default
+    /// false: such runs are denied.
     #[serde(default)]
     pub allow_privileged: bool,
     /// Image pull secrets added to run pods.

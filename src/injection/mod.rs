@@ -6,6 +6,7 @@
 //! Pure: nothing here does I/O or imports the runtime, the cluster API or the
 //! servers.
 
+pub mod limits;
 pub mod manifests;
 pub mod patch;
 pub mod pod;
@@ -66,6 +67,15 @@ pub enum InjectError {
     ControllerOwned { what: String, pool: String },
     #[error("runyard: ephemeral container {container:?} (kubectl debug) is not allowed: pool {pool:?} does not allow debugging its run pods (spec.allowEphemeralContainers)")]
     EphemeralNotAllowed { container: String, pool: String },
+    #[error("runyard: the {kind} has {count} {what}; {limit}")]
+    TooLarge {
+        kind: &'static str,
+        what: &'static str,
+        count: u64,
+        max: u64,
+        /// Who sets the limit, and where (`pool "P" allows at most 64 (spec.limits.containers)`).
+        limit: String,
+    },
     #[error("runyard: invalid run: {0}")]
     Invalid(String),
 }
@@ -81,6 +91,7 @@ impl InjectError {
             Self::PoolLabelMismatch { .. } => "pool_label_mismatch",
             Self::ControllerOwned { .. } => "controller_owned",
             Self::EphemeralNotAllowed { .. } => "ephemeral_not_allowed",
+            Self::TooLarge { .. } => "too_large",
             Self::Invalid(_) => "invalid",
         }
     }
@@ -285,6 +296,13 @@ impl Injector {
                 pool: pool_name.clone(),
                 namespace: namespace.to_string(),
             })?;
+        limits::check_metadata(R::KIND, obj.meta())?;
+        if let Some(meta) = obj.template_meta() {
+            limits::check_metadata("pod template", meta)?;
+        }
+        if let Some(spec) = obj.pod_spec() {
+            limits::check(R::KIND, spec, &pool_name, &pool.spec.limits)?;
+        }
         let run = run::Run {
             engine: self,
             pool_name: &pool_name,
@@ -338,6 +356,9 @@ impl Injector {
                 pool: pool_name.to_string(),
                 namespace: namespace.to_string(),
             })?;
+        if let Some(spec) = new.spec.as_ref() {
+            limits::check(Pod::KIND, spec, pool_name, &pool.spec.limits)?;
+        }
         let hardened = trust::review_ephemeral(old, new, pool_name, &pool.spec)?;
         finish(new.clone(), hardened)
     }

@@ -61,6 +61,7 @@ struct Produced {
 fn check_policy(
     pool_name: &str,
     pool: &WorkerPoolSpec,
+    meta: &ObjectMeta,
     spec: &PodSpec,
     produced: &Produced,
 ) -> Result<(), InjectError> {
@@ -73,7 +74,7 @@ fn check_policy(
     };
     policy::check_images(pool_name, &pool.allowed_runner_image_hosts, user())?;
     if !pool.pod.allow_privileged {
-        policy::check_privilege(pool_name, spec, user())?;
+        policy::check_privilege(pool_name, meta.annotations.as_ref(), spec, user())?;
         let user_volumes = spec
             .volumes
             .iter()
@@ -87,7 +88,7 @@ fn check_policy(
             .custom_init_containers
             .iter()
             .chain(&pool.pod.additional_sidecar_containers);
-        policy::check_privilege(pool_name, &PodSpec::default(), pool_extra)?;
+        policy::check_privilege(pool_name, None, &PodSpec::default(), pool_extra)?;
         policy::check_volumes(pool_name, produced.volumes.iter())?;
     }
     Ok(())
@@ -198,7 +199,7 @@ pub fn inject(
     }
 
     inject_pod_fields(meta, spec, ctx)?;
-    check_policy(ctx.pool_name, ctx.pool, spec, &produced)
+    check_policy(ctx.pool_name, ctx.pool, meta, spec, &produced)
 }
 
 fn check_collisions(
@@ -558,12 +559,7 @@ fn prepare_worker(
             *sc = merged;
         }
     }
-    if sc.privileged != Some(true) && sc.allow_privilege_escalation.is_none() {
-        sc.allow_privilege_escalation = Some(false);
-    }
-    if sc.capabilities.is_none() {
-        sc.capabilities = Some(drop_all());
-    }
+    policy::harden(sc);
     Ok(())
 }
 
