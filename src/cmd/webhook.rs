@@ -4,7 +4,7 @@ use super::{parse_duration, resolve_facts, DefaultsArgs, SidecarModeArg};
 use crate::injection::trust::{DEFAULT_CONTROLLER_USER, DEFAULT_JOB_CONTROLLER_USERS};
 use crate::injection::{load_pool_file, ClusterFacts, Injector, PoolSource, TrustedUsers};
 use crate::shutdown::Shutdown;
-use crate::webhook::{self, metrics::Metrics, AppState, Limits, ServerOptions};
+use crate::webhook::{self, metrics::Metrics, AppState, Limits, ReviewLimits, ServerOptions};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -50,9 +50,24 @@ pub struct WebhookArgs {
     /// Reviews handled at once; beyond it requests get 429 immediately.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
-    /// Open connections at most; further connections are closed at once.
+    /// Open connections at most; at the limit the longest-idle one is closed
+    /// to make room, and a new one is refused only when all are busy.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections from one client IP at most (same eviction).
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in progress this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Request and response bodies held in memory at once, in MiB (a quarter
+    /// of it per client IP); beyond it requests get 429.
+    #[arg(long, default_value_t = 64)]
+    pub body_memory_mib: usize,
+    /// Reviews run through the injection engine at once (the others wait
+    /// within their deadline); with --body-memory-mib, what bounds memory.
+    #[arg(long, default_value_t = 4)]
+    pub concurrent_reviews: usize,
     /// Time given to in-flight reviews on SIGTERM before connections are closed.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -90,10 +105,16 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
             (facts, Arc::new(pools))
         }
     };
-    if args.max_in_flight == 0 || args.max_connections == 0 {
-        bail!("--max-in-flight and --max-connections must be at least 1");
+    if args.max_in_flight == 0
+        || args.max_connections == 0
+        || args.max_connections_per_ip == 0
+        || args.concurrent_reviews == 0
+        || args.body_memory_mib < 4
+    {
+        bail!("--max-in-flight, --max-connections, --max-connections-per-ip and --concurrent-reviews must be at least 1, --body-memory-mib at least 4");
     }
-    let state = AppState::new(
+    let body_memory = args.body_memory_mib.saturating_mul(1024 * 1024);
+    let state = AppState::with_limits(
         Injector::new(facts)
             .with_defaults(args.defaults.engine())
             .with_trust(args.trust.trusted()),
@@ -101,6 +122,12 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
         Arc::new(Metrics::new()),
         ready,
         args.max_in_flight,
+        ReviewLimits {
+            body_memory,
+            body_memory_per_ip: (body_memory / 4).max(webhook::MAX_BODY_BYTES),
+            concurrent_reviews: args.concurrent_reviews,
+            ..ReviewLimits::default()
+        },
     );
     let options = ServerOptions {
         listen: args.listen,
@@ -111,6 +138,8 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
         limits: Limits {
             max_in_flight: args.max_in_flight,
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
+            idle_timeout: args.idle_timeout,
             shutdown_timeout: args.shutdown_timeout,
             ..Limits::default()
         },
