@@ -309,7 +309,7 @@ async fn the_installed_webhook_injects_run_pods() {
             "apply",
             "--server-side",
             "-k",
-            &format!("{root}/webhook-config"),
+            &format!("{root}/webhook-config/cluster-wide"),
         ],
     );
     for (deploy, container) in [
