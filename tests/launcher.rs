@@ -328,7 +328,10 @@ async fn path_traversal_and_unreachable_hosts_are_refused() {
 async fn zip_bombs_and_entry_floods_fail_before_anything_is_written() {
     let s = server().await;
     let cache = tempfile::tempdir().expect("cache");
-    assert!(s.files.bomb.len() < 64 * 1024, "the bomb is small compressed");
+    assert!(
+        s.files.bomb.len() < 64 * 1024,
+        "the bomb is small compressed"
+    );
     for (path, files, env, value, needle) in [
         (
             "/bomb.tar.gz",
@@ -351,7 +354,11 @@ async fn zip_bombs_and_entry_floods_fail_before_anything_is_written() {
         ]);
         // The same archive unpacks under the defaults...
         let out = pod.init(&s, cache.path()).await;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // ...and is refused under the pool's limit, leaving nothing behind.
         let pod = Pod::new(&[
             ("runyard.dev/source-url", url(&s, path)),
@@ -365,7 +372,10 @@ async fn zip_bombs_and_entry_floods_fail_before_anything_is_written() {
             .expect("run init");
         assert!(!out.status.success(), "{path}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle) && stderr.contains("spec.limits.source"), "{stderr}");
+        assert!(
+            stderr.contains(needle) && stderr.contains("spec.limits.source"),
+            "{stderr}"
+        );
         let left: Vec<_> = std::fs::read_dir(pod.path("workspace/source"))
             .expect("dir")
             .collect();
@@ -399,8 +409,16 @@ async fn links_planted_in_the_workspace_are_never_followed() {
     // The source directory is a link into the cache.
     symlink(&cached_dir, pod.path("workspace/source")).expect("plant");
     let out = pod.init(&s, cache.path()).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(&cached).expect("cached"), TOOL, "cache untouched");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&cached).expect("cached"),
+        TOOL,
+        "cache untouched"
+    );
     assert_eq!(
         std::fs::read_dir(&cached_dir).expect("dir").count(),
         1,
@@ -418,12 +436,22 @@ async fn links_planted_in_the_workspace_are_never_followed() {
     std::fs::create_dir_all(pod.path("workspace")).expect("workspace");
     symlink(&cached_dir, pod.path("workspace/.runyard")).expect("plant");
     let out = pod.init(&s, cache.path()).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(&cached).expect("cached"), TOOL, "cache untouched");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&cached).expect("cached"),
+        TOOL,
+        "cache untouched"
+    );
     assert_eq!(std::fs::read_dir(&cached_dir).expect("dir").count(), 1);
-    assert!(std::fs::symlink_metadata(pod.path("workspace/.runyard/run.json"))
-        .expect("run.json")
-        .is_file());
+    assert!(
+        std::fs::symlink_metadata(pod.path("workspace/.runyard/run.json"))
+            .expect("run.json")
+            .is_file()
+    );
 }
 
 #[tokio::test]
