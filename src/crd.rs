@@ -108,21 +108,22 @@ pub struct WorkerPoolSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunLimits {
-    /// Containers (and ephemeral containers) per run object (default 64).
+    /// The run's own containers (and ephemeral containers) per run object
+    /// (default 64; what runyard and the pool inject does not count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = 250))]
     pub containers: Option<u32>,
     /// Init containers per run object, before injection (default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = 250))]
     pub init_containers: Option<u32>,
-    /// Environment variables over all containers of a run object (default 1024).
+    /// The run's own environment variables over all its containers (default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 10000))]
+    #[schemars(range(min = 0, max = 5000))]
     pub env_entries: Option<u32>,
     /// Volumes per run object, before injection (default 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 2000))]
+    #[schemars(range(min = 0, max = 1000))]
     pub volumes: Option<u32>,
     /// Bytes `launcher init` unpacks from the source tarball (default 2 GiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,13 +145,13 @@ pub const DEFAULT_MAX_ENV_ENTRIES: u32 = 1024;
 /// Default [`RunLimits::volumes`].
 pub const DEFAULT_MAX_VOLUMES: u32 = 256;
 
-/// The most any pool may allow (the CRD schema's maxima): what every review,
-/// whatever its pool, is held to before its object is parsed.
+/// The most any pool may allow (the CRD schema's maxima), counted on what the
+/// run itself brings.
 pub const HARD_LIMITS: RunLimits = RunLimits {
-    containers: Some(1000),
-    init_containers: Some(1000),
-    env_entries: Some(10000),
-    volumes: Some(2000),
+    containers: Some(250),
+    init_containers: Some(250),
+    env_entries: Some(5000),
+    volumes: Some(1000),
     source_bytes: None,
     source_entries: None,
 };

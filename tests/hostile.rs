@@ -295,11 +295,12 @@ async fn a_client_over_its_memory_share_gets_429_and_others_are_served() {
 #[tokio::test]
 async fn two_thousand_idle_connections_do_not_keep_a_new_client_out() {
     let server = start(
+        // Timeouts long enough that only the caps and eviction are at work.
         Limits {
             max_connections: 256,
             max_connections_per_ip: 64,
-            header_read_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
             ..Limits::default()
         },
         ReviewLimits::default(),
@@ -341,14 +342,60 @@ async fn two_thousand_idle_connections_do_not_keep_a_new_client_out() {
         .body(http_body_util::Full::new(Bytes::from(review_body())))
         .expect("request");
     assert_eq!(conn.send_request(req).await.expect("reply").status(), 200);
-    // The silent ones are closed once they have been idle too long.
-    let mut still_open = 0;
-    for tls in idle.iter_mut().rev().take(50) {
-        if !closed_within(tls, Duration::from_secs(4)).await {
-            still_open += 1;
-        }
+    drop(idle);
+}
+
+#[tokio::test]
+async fn silent_and_idle_keep_alive_connections_are_closed() {
+    let server = start(
+        Limits {
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        },
+        ReviewLimits::default(),
+    )
+    .await;
+    let config = client_config(&server.ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    // Silent after the handshake: closed after the header timeout.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(
+            tls_connect(server.addr(), config.clone())
+                .await
+                .expect("connect"),
+        );
     }
-    assert_eq!(still_open, 0, "silent connections are closed");
+    let started = Instant::now();
+    for tls in &mut silent {
+        assert!(
+            closed_within(tls, Duration::from_secs(4)).await,
+            "silent connection closed"
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    // Idle between requests (HTTP/1.1 keep-alive): closed after the idle timeout.
+    let conn = Conn::open(server.addr(), &server.ca, false)
+        .await
+        .expect("connect");
+    let mut conn = conn;
+    assert_eq!(
+        conn.post("/mutate", review_body())
+            .await
+            .expect("reply")
+            .status,
+        200
+    );
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(6), conn.driver)
+        .await
+        .expect("the idle keep-alive connection is closed")
+        .expect("join");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

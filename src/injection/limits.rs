@@ -4,13 +4,13 @@
 //! is parsed into the typed Pod or Job (whose structs are far larger than the
 //! JSON that fills them: a 3-byte `{}` in `containers` is a ~2 KiB
 //! `Container`), and holds every review, whatever its pool, to the install-wide
-//! [`HARD_LIMITS`] and [`MAX_OBJECT_VALUES`]: so the memory one review takes
+//! [`SCAN_LIMITS`] and [`MAX_OBJECT_VALUES`]: so the memory one review takes
 //! is bounded by its body size, whatever shape that body has. [`check`]
 //! then holds a run to its own pool's `spec.limits` (smaller, by default) on
 //! the typed object, for the webhook and `runyard inject` alike.
 
 use super::InjectError;
-use crate::crd::{RunLimits, HARD_LIMITS};
+use crate::crd::{RunLimits, WorkerPoolSpec};
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -20,7 +20,7 @@ use std::fmt;
 /// Most JSON values (scalars, arrays, objects, map entries) in one object.
 /// Legitimate run objects have a few thousand; this bounds what the typed
 /// parse of unbounded small lists (tolerations, labels, ports...) costs.
-pub const MAX_OBJECT_VALUES: u64 = 50_000;
+pub const MAX_OBJECT_VALUES: u64 = 100_000;
 
 /// The sizes [`RunLimits`] bounds, as counted on a run object.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +82,86 @@ fn exceeded(shape: &Shape, limits: &RunLimits) -> Option<(&'static str, &'static
     .find(|(_, _, count, max)| *count > u64::from(*max))
 }
 
-/// Holds a run object of `kind` to its pool's limits.
+/// What a run itself brought: the containers, volumes and env entries that
+/// runyard and the pool inject (by name) do not count, so an injected object
+/// (a pod from an injected template) is held to the same numbers as the
+/// object the user sent.
+pub fn own_shape(spec: &PodSpec, pool: &WorkerPoolSpec) -> Shape {
+    use crate::vocab::{
+        env, BINARIES_CACHE_VOLUME, INIT_CONTAINER, LAUNCHER_CONTAINER, PODINFO_VOLUME,
+        WORKSPACE_VOLUME,
+    };
+    let pod = &pool.pod;
+    let owned_containers: Vec<&str> = pod
+        .custom_init_containers
+        .iter()
+        .chain(&pod.additional_sidecar_containers)
+        .map(|c| c.name.as_str())
+        .chain([INIT_CONTAINER, LAUNCHER_CONTAINER])
+        .collect();
+    let owned_volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain([WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME])
+        .collect();
+    let injected_env: Vec<&str> = [
+        env::RUN_ID,
+        env::POOL,
+        env::WORKSPACE,
+        env::WORKER,
+        env::NAMESPACE,
+        env::POD_NAME,
+        "PATH",
+    ]
+    .into_iter()
+    .chain(
+        pod.worker_container
+            .iter()
+            .flat_map(|w| w.env.iter().map(|e| e.name.as_str())),
+    )
+    .collect();
+    let own =
+        |c: &&k8s_openapi::api::core::v1::Container| !owned_containers.contains(&c.name.as_str());
+    let env_of = |vars: Option<&Vec<k8s_openapi::api::core::v1::EnvVar>>| {
+        vars.into_iter()
+            .flatten()
+            .filter(|e| !injected_env.contains(&e.name.as_str()))
+            .count() as u64
+    };
+    let inits: Vec<_> = spec.init_containers.iter().flatten().filter(own).collect();
+    let mains: Vec<_> = spec.containers.iter().filter(own).collect();
+    let ephemeral = spec.ephemeral_containers.as_deref().unwrap_or_default();
+    Shape {
+        containers: (mains.len() + ephemeral.len()) as u64,
+        init_containers: inits.len() as u64,
+        env_entries: inits
+            .iter()
+            .chain(&mains)
+            .map(|c| env_of(c.env.as_ref()))
+            .sum::<u64>()
+            + ephemeral
+                .iter()
+                .map(|e| env_of(e.env.as_ref()))
+                .sum::<u64>(),
+        volumes: spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| !owned_volumes.contains(&v.name.as_str()))
+            .count() as u64,
+    }
+}
+
+/// Holds a run object of `kind` to its pool's limits (counting what the run
+/// brought, see [`own_shape`]).
 pub fn check(
     kind: &'static str,
     spec: &PodSpec,
     pool_name: &str,
-    limits: &RunLimits,
+    pool: &WorkerPoolSpec,
 ) -> Result<(), InjectError> {
-    match exceeded(&Shape::of(spec), limits) {
+    match exceeded(&own_shape(spec, pool), &pool.limits) {
         None => Ok(()),
         Some((what, field, count, max)) => Err(InjectError::TooLarge {
             kind,
@@ -100,6 +172,18 @@ pub fn check(
         }),
     }
 }
+
+/// What [`scan`] holds every object to, before parsing: twice what any pool
+/// may allow, so an object runyard injected (which carries runyard's and the
+/// pool's containers, volumes and env too) always stays within.
+pub const SCAN_LIMITS: RunLimits = RunLimits {
+    containers: Some(500),
+    init_containers: Some(500),
+    env_entries: Some(10_000),
+    volumes: Some(2000),
+    source_bytes: None,
+    source_entries: None,
+};
 
 /// Why [`scan`] refuses an object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,7 +197,7 @@ pub enum ScanError {
 }
 
 /// Reads the raw JSON of a `kind` (`Pod` or `Job`) object without building
-/// it, and refuses it if it exceeds [`HARD_LIMITS`] or [`MAX_OBJECT_VALUES`].
+/// it, and refuses it if it exceeds [`SCAN_LIMITS`] or [`MAX_OBJECT_VALUES`].
 /// Costs no memory beyond the parser's nesting stack.
 pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
     let json = |e: serde_json::Error| ScanError::Json(e.to_string());
@@ -132,13 +216,13 @@ pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
         env_entries: spec.containers.env + spec.init_containers.env + spec.ephemeral_containers.env,
         volumes: spec.volumes.0,
     };
-    if let Some((what, field, count, max)) = exceeded(&shape, &HARD_LIMITS) {
+    if let Some((what, _, count, max)) = exceeded(&shape, &SCAN_LIMITS) {
         return Err(ScanError::TooLarge(InjectError::TooLarge {
             kind,
             what,
             count,
             max: u64::from(max),
-            limit: format!("no pool may allow more than {max} (spec.limits.{field})"),
+            limit: format!("runyard reviews objects of at most {max}"),
         }));
     }
     let values = {
@@ -398,10 +482,10 @@ mod tests {
     fn scan_refuses_what_no_pool_may_allow() {
         let many = format!(
             r#"{{"spec":{{"containers":[{}]}}}}"#,
-            vec!["{}"; 1001].join(",")
+            vec!["{}"; 501].join(",")
         );
         let err = scan("Pod", &many).expect_err("too many");
-        assert!(err.to_string().contains("1001 containers"), "{err}");
+        assert!(err.to_string().contains("501 containers"), "{err}");
         let values = format!(
             r#"{{"spec":{{"tolerations":[{}]}}}}"#,
             vec!["{}"; MAX_OBJECT_VALUES as usize].join(",")

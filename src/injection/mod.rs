@@ -301,7 +301,7 @@ impl Injector {
             limits::check_metadata("pod template", meta)?;
         }
         if let Some(spec) = obj.pod_spec() {
-            limits::check(R::KIND, spec, &pool_name, &pool.spec.limits)?;
+            limits::check(R::KIND, spec, &pool_name, &pool.spec)?;
         }
         let run = run::Run {
             engine: self,
@@ -357,7 +357,7 @@ impl Injector {
                 namespace: namespace.to_string(),
             })?;
         if let Some(spec) = new.spec.as_ref() {
-            limits::check(Pod::KIND, spec, pool_name, &pool.spec.limits)?;
+            limits::check(Pod::KIND, spec, pool_name, &pool.spec)?;
         }
         let hardened = trust::review_ephemeral(old, new, pool_name, &pool.spec)?;
         finish(new.clone(), hardened)
