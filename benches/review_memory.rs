@@ -1,8 +1,8 @@
 //! Peak memory of one review at the body-size limit, for the worst shapes a
-//! client can send (issue 16.3). Linux only: reads VmHWM from
-//! /proc/self/status and resets it through /proc/self/clear_refs between
-//! cases. `cargo run --release --example review_memory`; results in
-//! BENCHMARKS.md.
+//! client can send (issue 16.3). Each case runs in a fresh child process that
+//! reads its body from a file and handles it (Linux: VmRSS before, VmHWM
+//! after, from /proc/self/status), so nothing the parent built is reused.
+//! `cargo run --release --example review_memory`; results in BENCHMARKS.md.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,10 +21,6 @@ fn kib(field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn envelope(object: Value) -> Vec<u8> {
@@ -65,13 +61,11 @@ fn at_limit(make: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
 }
 
 fn main() {
-    // A pool that allows the most any pool may (the CRD's maxima).
-    let mut spec = WorkerPoolSpec::default();
-    spec.limits = runyard::crd::HARD_LIMITS;
-    let mut big = WorkerPool::new("big", spec);
-    big.metadata.namespace = Some("ci".into());
-    let pools = StaticPools::new(vec![big]);
-    let injector = Injector::new(ClusterFacts::default());
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("one") {
+        return child(&args[2], args[3].parse().expect("threads"));
+    }
+    // Pool "big" (in the child) allows the most any pool may (the CRD's maxima).
     let filler = |n: usize| "x".repeat(n);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -147,48 +141,75 @@ fn main() {
         ),
     ];
 
-    println!("| shape | body | decision | response | peak RSS above baseline |");
-    println!("| --- | --- | --- | --- | --- |");
-    let mut worst = 0u64;
-    for (what, body) in &cases {
-        reset_peak();
-        let before = kib("VmRSS:");
-        let handled = review::handle(body, &injector, &pools).expect("readable");
-        let peak = kib("VmHWM:").saturating_sub(before);
-        worst = worst.max(peak);
-        let decision = match &handled.message {
-            Some(m) => format!("denied: {}", m.chars().take(60).collect::<String>()),
-            None => handled.decision.label().to_string(),
-        };
+    let dir = std::env::temp_dir().join(format!("review-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let me = std::env::current_exe().expect("exe");
+    println!("| shape | body | decision | response | process peak RSS | peak above the process before the review |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (i, (what, body)) in cases.iter().enumerate() {
+        let path = dir.join(format!("{i}.json"));
+        std::fs::write(&path, body).expect("write");
+        let out = std::process::Command::new(&me)
+            .arg("one")
+            .arg(&path)
+            .arg("1")
+            .output()
+            .expect("child");
         println!(
-            "| {what} | {:.2} MiB | {decision} | {:.2} MiB | {:.1} MiB |",
+            "| {what} | {:.2} MiB | {}",
             body.len() as f64 / 1048576.0,
-            handled.body.len() as f64 / 1048576.0,
-            peak as f64 / 1024.0
+            String::from_utf8_lossy(&out.stdout).trim()
         );
-        drop(handled);
     }
-    // `--concurrent-reviews 4`: four of the worst at once.
-    let (_, first) = &cases[0];
-    reset_peak();
+    for (i, threads) in [(0usize, 2usize), (3, 2), (3, 4)] {
+        let path = dir.join(format!("{i}.json"));
+        let out = std::process::Command::new(&me)
+            .arg("one")
+            .arg(&path)
+            .arg(threads.to_string())
+            .output()
+            .expect("child");
+        println!(
+            "| {threads} × case {} at once (`--concurrent-reviews {threads}`) | | {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Child: handle the body in `path` on `threads` threads at once and print
+/// the table cells.
+fn child(path: &str, threads: usize) {
+    let spec = WorkerPoolSpec {
+        limits: runyard::crd::HARD_LIMITS,
+        ..Default::default()
+    };
+    let mut big = WorkerPool::new("big", spec);
+    big.metadata.namespace = Some("ci".into());
+    let pools = StaticPools::new(vec![big]);
+    let injector = Injector::new(ClusterFacts::default());
+    let body = std::fs::read(path).expect("body");
     let before = kib("VmRSS:");
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| review::handle(first, &injector, &pools).expect("readable"));
-        }
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| s.spawn(|| review::handle(&body, &injector, &pools).expect("readable")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
-    let four = kib("VmHWM:").saturating_sub(before);
-    println!();
+    let peak = kib("VmHWM:");
+    let handled = &results[0];
+    let decision = match &handled.message {
+        Some(m) => format!("denied: {}", m.chars().take(70).collect::<String>()),
+        None => handled.decision.label().to_string(),
+    };
     println!(
-        "worst single review: {:.1} MiB above baseline",
-        worst as f64 / 1024.0
-    );
-    println!(
-        "four of case 1 at once (--concurrent-reviews 4): {:.1} MiB above baseline",
-        four as f64 / 1024.0
-    );
-    println!(
-        "baseline RSS of this process: {:.1} MiB",
-        kib("VmRSS:") as f64 / 1024.0
+        "{decision} | {:.2} MiB | {:.1} MiB | {:.1} MiB |",
+        handled.body.len() as f64 / 1048576.0,
+        peak as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 / 1024.0
     );
 }

@@ -66,7 +66,7 @@ pub struct WebhookArgs {
     pub body_memory_mib: usize,
     /// Reviews run through the injection engine at once (the others wait
     /// within their deadline); with --body-memory-mib, what bounds memory.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     pub concurrent_reviews: usize,
     /// Time given to in-flight reviews on SIGTERM before connections are closed.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]

@@ -55,31 +55,32 @@ impl Shape {
     }
 }
 
-/// Which limit a run object exceeds (`None`: none).
-fn exceeded(shape: &Shape, limits: &RunLimits) -> Option<(&'static str, &'static str, u64, u32)> {
+/// Which of the maxima `[containers, init containers, env entries, volumes]`
+/// a shape exceeds (`None`: none).
+fn exceeded(shape: &Shape, max: [u32; 4]) -> Option<(&'static str, &'static str, u64, u32)> {
     [
-        (
-            "containers",
-            "containers",
-            shape.containers,
-            limits.containers(),
-        ),
+        ("containers", "containers", shape.containers, max[0]),
         (
             "init containers",
             "initContainers",
             shape.init_containers,
-            limits.init_containers(),
+            max[1],
         ),
-        (
-            "env entries",
-            "envEntries",
-            shape.env_entries,
-            limits.env_entries(),
-        ),
-        ("volumes", "volumes", shape.volumes, limits.volumes()),
+        ("env entries", "envEntries", shape.env_entries, max[2]),
+        ("volumes", "volumes", shape.volumes, max[3]),
     ]
     .into_iter()
     .find(|(_, _, count, max)| *count > u64::from(*max))
+}
+
+/// A pool's limits in force, in [`exceeded`]'s order.
+fn pool_maxima(limits: &RunLimits) -> [u32; 4] {
+    [
+        limits.containers(),
+        limits.init_containers(),
+        limits.env_entries(),
+        limits.volumes(),
+    ]
 }
 
 /// What a run itself brought: the containers, volumes and env entries that
@@ -161,7 +162,7 @@ pub fn check(
     pool_name: &str,
     pool: &WorkerPoolSpec,
 ) -> Result<(), InjectError> {
-    match exceeded(&own_shape(spec, pool), &pool.limits) {
+    match exceeded(&own_shape(spec, pool), pool_maxima(&pool.limits)) {
         None => Ok(()),
         Some((what, field, count, max)) => Err(InjectError::TooLarge {
             kind,
@@ -173,17 +174,11 @@ pub fn check(
     }
 }
 
-/// What [`scan`] holds every object to, before parsing: twice what any pool
-/// may allow, so an object runyard injected (which carries runyard's and the
-/// pool's containers, volumes and env too) always stays within.
-pub const SCAN_LIMITS: RunLimits = RunLimits {
-    containers: Some(500),
-    init_containers: Some(500),
-    env_entries: Some(10_000),
-    volumes: Some(2000),
-    source_bytes: None,
-    source_entries: None,
-};
+/// What [`scan`] holds every object to, before parsing (containers, init
+/// containers, env entries, volumes): twice what any pool may allow
+/// ([`crate::crd::HARD_LIMITS`]), so an object runyard injected (which also
+/// carries runyard's and the pool's containers, volumes and env) stays within.
+pub const SCAN_LIMITS: [u32; 4] = [500, 500, 10_000, 2000];
 
 /// Why [`scan`] refuses an object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -216,7 +211,7 @@ pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
         env_entries: spec.containers.env + spec.init_containers.env + spec.ephemeral_containers.env,
         volumes: spec.volumes.0,
     };
-    if let Some((what, _, count, max)) = exceeded(&shape, &SCAN_LIMITS) {
+    if let Some((what, _, count, max)) = exceeded(&shape, SCAN_LIMITS) {
         return Err(ScanError::TooLarge(InjectError::TooLarge {
             kind,
             what,

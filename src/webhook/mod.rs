@@ -59,7 +59,7 @@ impl Default for ReviewLimits {
             body_memory: 64 * 1024 * 1024,
             body_memory_per_ip: 16 * 1024 * 1024,
             max_deadline: MAX_DEADLINE,
-            concurrent_reviews: 4,
+            concurrent_reviews: 2,
         }
     }
 }
