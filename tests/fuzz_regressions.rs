@@ -187,3 +187,36 @@ fn an_injected_run_at_its_pools_limits_passes_again() {
         .expect_err("over the limit");
     assert!(err.to_string().contains("spec.limits.containers"), "{err}");
 }
+
+/// Found by the `archive` target: a file entry with an empty name (or `.`)
+/// is the target directory itself; replacing it removed the directory.
+#[test]
+fn a_file_entry_without_a_name_is_refused_and_the_directory_stays() {
+    use runyard::launcher::init::{unpack, ExtractLimits, InitError};
+    for name in ["", ".", "./"] {
+        let mut header = tar::Header::new_gnu();
+        let raw = &mut header.as_old_mut().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append(&header, &b"hello"[..]).expect("append");
+        let archive = builder.into_inner().expect("tar");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let into = dir.path().join("into");
+        std::fs::create_dir(&into).expect("into");
+        let result = unpack(
+            || Ok::<_, InitError>(std::io::Cursor::new(archive.as_slice())),
+            &into,
+            &ExtractLimits::default(),
+        );
+        let err = result.expect_err(name);
+        assert!(
+            err.to_string().contains("without a name"),
+            "{name:?}: {err}"
+        );
+        assert!(into.is_dir(), "{name:?}: the directory stays");
+    }
+}

@@ -352,6 +352,14 @@ pub fn unpack<R: std::io::Read>(
         if kind.is_dir() {
             std::fs::create_dir_all(&dest).map_err(io("creating", &dest))?;
         } else if kind.is_file() {
+            // A file entry named `` or `.` would be `into` itself (found by
+            // the archive fuzz target: replacing it removed the directory).
+            if !path.components().any(|c| matches!(c, Component::Normal(_))) {
+                return Err(InitError::UnsafeEntry {
+                    entry: shown,
+                    why: "is a file without a name",
+                });
+            }
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
             }
