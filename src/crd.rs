@@ -122,6 +122,101 @@ pub struct WorkerPoolSpec {
     /// Settings applied to every run pod of this pool by the admission webhook.
     #[serde(default)]
     pub pod: PoolPodSpec,
+    /// Size limits on this pool's runs: each has a default, and the schema caps
+    /// how far a pool may raise it (so one review's memory stays bounded).
+    #[serde(default, skip_serializing_if = "RunLimits::is_default")]
+    pub limits: RunLimits,
+}
+
+/// Size limits on a pool's runs. Unset fields take the defaults
+/// ([`RunLimits::containers`] etc. return the value in force).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunLimits {
+    /// The run's own containers (and ephemeral containers) per run object
+    /// (default 64; what runyard and the pool inject does not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 250))]
+    pub containers: Option<u32>,
+    /// Init containers per run object, before injection (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 250))]
+    pub init_containers: Option<u32>,
+    /// The run's own environment variables over all its containers (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 5000))]
+    pub env_entries: Option<u32>,
+    /// Volumes per run object, before injection (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub volumes: Option<u32>,
+    /// Bytes `launcher init` unpacks from the source tarball (default 2 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub source_bytes: Option<u64>,
+    /// Files and directories `launcher init` unpacks from the source tarball
+    /// (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub source_entries: Option<u64>,
+}
+
+/// Default [`RunLimits::containers`].
+pub const DEFAULT_MAX_CONTAINERS: u32 = 64;
+/// Default [`RunLimits::init_containers`].
+pub const DEFAULT_MAX_INIT_CONTAINERS: u32 = 64;
+/// Default [`RunLimits::env_entries`].
+pub const DEFAULT_MAX_ENV_ENTRIES: u32 = 1024;
+/// Default [`RunLimits::volumes`].
+pub const DEFAULT_MAX_VOLUMES: u32 = 256;
+
+/// The most any pool may allow (the CRD schema's maxima), counted on what the
+/// run itself brings.
+pub const HARD_LIMITS: RunLimits = RunLimits {
+    containers: Some(250),
+    init_containers: Some(250),
+    env_entries: Some(5000),
+    volumes: Some(1000),
+    source_bytes: None,
+    source_entries: None,
+};
+
+impl RunLimits {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+    fn capped(value: Option<u32>, default: u32, hard: Option<u32>) -> u32 {
+        let v = value.unwrap_or(default);
+        hard.map_or(v, |h| v.min(h))
+    }
+    /// Containers in force.
+    pub fn containers(&self) -> u32 {
+        Self::capped(
+            self.containers,
+            DEFAULT_MAX_CONTAINERS,
+            HARD_LIMITS.containers,
+        )
+    }
+    /// Init containers in force.
+    pub fn init_containers(&self) -> u32 {
+        Self::capped(
+            self.init_containers,
+            DEFAULT_MAX_INIT_CONTAINERS,
+            HARD_LIMITS.init_containers,
+        )
+    }
+    /// Env entries in force.
+    pub fn env_entries(&self) -> u32 {
+        Self::capped(
+            self.env_entries,
+            DEFAULT_MAX_ENV_ENTRIES,
+            HARD_LIMITS.env_entries,
+        )
+    }
+    /// Volumes in force.
+    pub fn volumes(&self) -> u32 {
+        Self::capped(self.volumes, DEFAULT_MAX_VOLUMES, HARD_LIMITS.volumes)
+    }
 }
 
 fn default_pool_size() -> i32 {
@@ -181,6 +276,7 @@ impl Default for WorkerPoolSpec {
             log_tail_bytes: None,
             allowed_sidecar_images: Vec::new(),
             pod: PoolPodSpec::default(),
+            limits: RunLimits::default(),
         }
     }
 }
@@ -252,9 +348,11 @@ pub struct PoolPodSpec {
     /// another UID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
-    /// Allow runs of this pool to use privileged containers, privilege escalation,
-    /// added capabilities, root users and host namespaces. Default false: such runs
-    /// are denied.
+    /// Allow runs of this pool (and the pool's own containers) what Pod Security
+    /// `baseline` forbids (privileged containers, privilege escalation, added
+    /// capabilities, host namespaces, ports and paths, SELinux types, unconfined
+    /// profiles, procMount, unsafe sysctls) and root's user or group. Default
+    /// false: such runs are denied.
     #[serde(default)]
     pub allow_privileged: bool,
     /// Image pull secrets added to run pods.

@@ -143,6 +143,10 @@ pub mod env {
     pub const CA_FILE: &str = "RUNYARD_CA_FILE";
     /// A mounted ConfigMap directory with the run's source.
     pub const SOURCE_DIR: &str = "RUNYARD_SOURCE_DIR";
+    /// Most bytes `launcher init` unpacks from the source (the pool's `spec.limits.sourceBytes`).
+    pub const SOURCE_MAX_BYTES: &str = "RUNYARD_SOURCE_MAX_BYTES";
+    /// Most entries `launcher init` unpacks from the source (`spec.limits.sourceEntries`).
+    pub const SOURCE_MAX_ENTRIES: &str = "RUNYARD_SOURCE_MAX_ENTRIES";
     /// Where `launcher init` writes its failure (default `/dev/termination-log`).
     pub const TERMINATION_LOG: &str = "RUNYARD_TERMINATION_LOG";
     /// Set on `init` when worker commands are wrapped by the exec shim:

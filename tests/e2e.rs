@@ -397,7 +397,7 @@ async fn the_installed_webhook_injects_run_pods() {
     };
     let kc = std::env::var_os("RUNYARD_E2E_KUBECONFIG").expect("kubeconfig");
     let root = env!("CARGO_MANIFEST_DIR");
-    for dir in ["webhook-config/crds", "webhook-config"] {
+    for dir in ["webhook-config/crds", "webhook-config/cluster-wide"] {
         kubectl(
             &kc,
             &["apply", "--server-side", "-k", &format!("{root}/{dir}")],

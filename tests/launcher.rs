@@ -48,6 +48,10 @@ fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
 struct Files {
     good: Arc<Vec<u8>>,
     evil: Arc<Vec<u8>>,
+    /// 8 MiB of zeros in one entry: a few KiB compressed.
+    bomb: Arc<Vec<u8>>,
+    /// 50 small files.
+    many: Arc<Vec<u8>>,
     tool_hits: Arc<AtomicUsize>,
 }
 
@@ -81,6 +85,13 @@ async fn server() -> Server {
             ("ok.txt", b"fine"),
             ("../escape.txt", b"gotcha"),
         ])),
+        bomb: Arc::new(tarball(&[("zeros.bin", &vec![0u8; 8 << 20])])),
+        many: Arc::new({
+            let names: Vec<String> = (0..50).map(|i| format!("f{i}.txt")).collect();
+            let entries: Vec<(&str, &[u8])> =
+                names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+            tarball(&entries)
+        }),
         tool_hits: Arc::new(AtomicUsize::new(0)),
     };
     let app = Router::new()
@@ -91,6 +102,14 @@ async fn server() -> Server {
         .route(
             "/evil.tar.gz",
             get(|State(f): State<Files>| async move { f.evil.to_vec() }),
+        )
+        .route(
+            "/bomb.tar.gz",
+            get(|State(f): State<Files>| async move { f.bomb.to_vec() }),
+        )
+        .route(
+            "/many.tar.gz",
+            get(|State(f): State<Files>| async move { f.many.to_vec() }),
         )
         .route(
             "/tool",
@@ -302,6 +321,136 @@ async fn path_traversal_and_unreachable_hosts_are_refused() {
         String::from_utf8_lossy(&out.stderr).contains("cannot reach localhost"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn zip_bombs_and_entry_floods_fail_before_anything_is_written() {
+    let s = server().await;
+    let cache = tempfile::tempdir().expect("cache");
+    assert!(
+        s.files.bomb.len() < 64 * 1024,
+        "the bomb is small compressed"
+    );
+    for (path, files, env, value, needle) in [
+        (
+            "/bomb.tar.gz",
+            &s.files.bomb,
+            "RUNYARD_SOURCE_MAX_BYTES",
+            "1000000",
+            "more than 1000000 bytes unpacked",
+        ),
+        (
+            "/many.tar.gz",
+            &s.files.many,
+            "RUNYARD_SOURCE_MAX_ENTRIES",
+            "10",
+            "more than 10 entries",
+        ),
+    ] {
+        let pod = Pod::new(&[
+            ("runyard.dev/source-url", url(&s, path)),
+            ("runyard.dev/source-sha256", sha256(files)),
+        ]);
+        // The same archive unpacks under the defaults...
+        let out = pod.init(&s, cache.path()).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // ...and is refused under the pool's limit, leaving nothing behind.
+        let pod = Pod::new(&[
+            ("runyard.dev/source-url", url(&s, path)),
+            ("runyard.dev/source-sha256", sha256(files)),
+        ]);
+        let out = pod
+            .command(cache.path(), &["launcher", "init"], &s.ca)
+            .env(env, value)
+            .output()
+            .await
+            .expect("run init");
+        assert!(!out.status.success(), "{path}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(needle) && stderr.contains("spec.limits.source"),
+            "{stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(pod.path("workspace/source"))
+            .expect("dir")
+            .collect();
+        assert!(left.is_empty(), "nothing unpacked");
+        assert!(!pod.path("workspace/.runyard/source.staging").exists());
+    }
+}
+
+/// A restarted pod runs `init` over what the run's containers left in the
+/// workspace: links planted there must not lead `init` (which may write the
+/// binaries cache; workers may not) to overwrite a cached tool.
+#[cfg(unix)]
+#[tokio::test]
+async fn links_planted_in_the_workspace_are_never_followed() {
+    use std::os::unix::fs::symlink;
+    let s = server().await;
+    let cache = tempfile::tempdir().expect("cache");
+    let cached_dir = cache.path().join("tool/1.0-0123456789abcdef");
+    std::fs::create_dir_all(&cached_dir).expect("cache dir");
+    let cached = cached_dir.join("tool");
+    std::fs::write(&cached, TOOL).expect("cached tool");
+    let annotations = [
+        ("runyard.dev/source-url", url(&s, "/source.tar.gz")),
+        ("runyard.dev/source-sha256", sha256(&s.files.good)),
+    ];
+
+    // The download's temporary file is a link to the cached tool.
+    let pod = Pod::new(&annotations);
+    std::fs::create_dir_all(pod.path("workspace/.runyard")).expect("state");
+    symlink(&cached, pod.path("workspace/.runyard/source.tar.gz.part")).expect("plant");
+    // The source directory is a link into the cache.
+    symlink(&cached_dir, pod.path("workspace/source")).expect("plant");
+    let out = pod.init(&s, cache.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&cached).expect("cached"),
+        TOOL,
+        "cache untouched"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cached_dir).expect("dir").count(),
+        1,
+        "nothing unpacked into the cache"
+    );
+    let source = std::fs::symlink_metadata(pod.path("workspace/source")).expect("source");
+    assert!(source.is_dir(), "a real directory now");
+    assert_eq!(
+        std::fs::read_to_string(pod.path("workspace/source/README.md")).expect("source"),
+        "hello"
+    );
+
+    // The state directory itself is a link into the cache.
+    let pod = Pod::new(&annotations);
+    std::fs::create_dir_all(pod.path("workspace")).expect("workspace");
+    symlink(&cached_dir, pod.path("workspace/.runyard")).expect("plant");
+    let out = pod.init(&s, cache.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&cached).expect("cached"),
+        TOOL,
+        "cache untouched"
+    );
+    assert_eq!(std::fs::read_dir(&cached_dir).expect("dir").count(), 1);
+    assert!(
+        std::fs::symlink_metadata(pod.path("workspace/.runyard/run.json"))
+            .expect("run.json")
+            .is_file()
     );
 }
 

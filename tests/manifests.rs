@@ -500,3 +500,113 @@ fn the_own_registry_overlay_replaces_every_runyard_image() {
         Some("RUNYARD_LAUNCHER_IMAGE")
     );
 }
+
+fn docs_at(rel: &str) -> Vec<Value> {
+    docs(rel)
+}
+
+#[test]
+fn controller_writes_are_namespaced_by_default_and_cluster_wide_only_in_the_overlay() {
+    // The rules are the ClusterRole's (checked above against the code); the
+    // base grants them in one namespace only, with a RoleBinding.
+    let binding = find_named("RoleBinding", Some("runyard-controller"));
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], "runyard-controller");
+    let run_ns = binding["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace");
+    assert_ne!(run_ns, "runyard", "the run namespace, not runyard's own");
+    let kustomization = &docs("kustomization.yaml")[0];
+    assert!(
+        kustomization.get("namespace").is_none(),
+        "a kustomize namespace would move the RoleBinding into runyard's namespace"
+    );
+    for file in kustomization["resources"].as_array().expect("resources") {
+        for doc in docs(file.as_str().expect("file")) {
+            assert!(
+                !(doc["kind"] == "ClusterRoleBinding"
+                    && doc["metadata"]["name"] == "runyard-controller"),
+                "{file}: the controller is bound cluster-wide"
+            );
+        }
+    }
+    let deployment: Deployment =
+        serde_json::from_value(find_named("Deployment", Some("runyard-controller")))
+            .expect("typed");
+    let args = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers[0]
+        .args
+        .clone()
+        .expect("args");
+    assert_eq!(args[1], format!("--namespace={run_ns}"));
+    assert!(!args.contains(&"--all-namespaces".to_string()));
+
+    // The overlay: a ClusterRoleBinding, the RoleBinding deleted, args[1]
+    // replaced by --all-namespaces.
+    let overlay = &docs_at("cluster-wide/kustomization.yaml")[0];
+    assert_eq!(overlay["resources"][0], "..");
+    let crb = &docs_at("cluster-wide/clusterrolebinding.yaml")[0];
+    assert_eq!(crb["kind"], "ClusterRoleBinding");
+    assert_eq!(crb["roleRef"]["name"], "runyard-controller");
+    assert_eq!(crb["subjects"], binding["subjects"]);
+    let patches = overlay["patches"].as_array().expect("patches");
+    let text: String = patches
+        .iter()
+        .map(|p| p["patch"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(text.contains("$patch: delete") && text.contains(&format!("namespace: {run_ns}")));
+    assert!(
+        text.contains("/spec/template/spec/containers/0/args/1")
+            && text.contains("--all-namespaces")
+    );
+}
+
+#[test]
+fn the_network_policy_admits_only_the_api_server_to_the_webhook_port() {
+    let component = &docs_at("network-policy/kustomization.yaml")[0];
+    assert_eq!(component["kind"], "Component");
+    let policy = &docs_at("network-policy/networkpolicy.yaml")[0];
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    let webhook: Deployment =
+        serde_json::from_value(find_named("Deployment", Some("runyard-webhook"))).expect("typed");
+    let template = webhook.spec.expect("spec").template;
+    let labels = template.metadata.expect("meta").labels.expect("labels");
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "{k}");
+    }
+    let https = template.spec.expect("pod").containers[0]
+        .ports
+        .clone()
+        .expect("ports")
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("https"))
+        .expect("https port")
+        .container_port;
+    let rules = policy["spec"]["ingress"].as_array().expect("ingress");
+    let webhook_rule = rules
+        .iter()
+        .find(|r| r["ports"][0]["port"] == https)
+        .expect("a rule for the webhook port");
+    let from = webhook_rule["from"]
+        .as_array()
+        .expect("from: only listed sources");
+    assert!(!from.is_empty());
+    assert!(from
+        .iter()
+        .all(|f| f["ipBlock"]["cidr"].is_string() && f.as_object().is_some_and(|o| o.len() == 1)));
+    // No other rule opens the webhook port.
+    assert!(rules
+        .iter()
+        .filter(|r| !std::ptr::eq(*r, webhook_rule))
+        .all(|r| r["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["port"] != https))));
+}

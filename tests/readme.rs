@@ -43,6 +43,7 @@ fn field_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
             let own = matches!(
                 path.as_str(),
                 ".spec"
+                    | ".spec.limits"
                     | ".spec.pod"
                     | ".status"
                     | ".spec.pod.initContainer"

@@ -600,7 +600,9 @@ async fn slow_bodies_hit_the_api_server_deadline() {
 }
 
 #[tokio::test]
-async fn overload_is_refused_at_once_with_429() {
+async fn a_stalled_body_holds_no_review_slot() {
+    // The only review slot: a request whose body never completes used to
+    // hold it (issue 16.2); the body is now read before the slot is taken.
     let server = start_with(
         Limits {
             max_in_flight: 1,
@@ -609,7 +611,6 @@ async fn overload_is_refused_at_once_with_429() {
         false,
     )
     .await;
-    // Hold the only slot with a request whose body never completes.
     let config = client_config(&server.ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS);
     let mut stalled = tls_connect(server.addr(), config).await.expect("connect");
     stalled
@@ -625,22 +626,12 @@ async fn overload_is_refused_at_once_with_429() {
         conn.post("/mutate", fixture("v1.36", "03-pod-create-bare-run.json")),
     )
     .await
-    .expect("refused at once, not queued")
+    .expect("answered at once")
     .expect("reply");
-    assert_eq!(reply.status, 429);
-    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(reply.status, 200);
     // Probes are not subject to the review limit.
     assert_eq!(conn.get("/healthz").await.expect("reply").status, 200);
     drop(stalled);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let reply = conn
-        .post("/mutate", fixture("v1.36", "03-pod-create-bare-run.json"))
-        .await
-        .expect("reply");
-    assert_eq!(
-        reply.status, 200,
-        "the slot is released when the client goes away"
-    );
 }
 
 #[tokio::test]

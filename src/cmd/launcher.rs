@@ -46,6 +46,12 @@ pub struct LayoutArgs {
     /// Extra CA certificates (PEM) trusted for downloads, e.g. a mirror's.
     #[arg(long, env = env::CA_FILE)]
     pub ca_file: Option<PathBuf>,
+    /// Most bytes unpacked from the source tarball (init).
+    #[arg(long, env = env::SOURCE_MAX_BYTES, default_value_t = crate::launcher::init::DEFAULT_MAX_SOURCE_BYTES)]
+    pub max_source_bytes: u64,
+    /// Most files and directories unpacked from the source tarball (init).
+    #[arg(long, env = env::SOURCE_MAX_ENTRIES, default_value_t = crate::launcher::init::DEFAULT_MAX_SOURCE_ENTRIES)]
+    pub max_source_entries: u64,
 }
 
 impl LayoutArgs {
@@ -56,6 +62,10 @@ impl LayoutArgs {
             binaries: self.binaries.clone(),
             podinfo: self.podinfo.clone(),
             ca_file: self.ca_file.clone(),
+            extract: crate::launcher::init::ExtractLimits {
+                max_bytes: self.max_source_bytes,
+                max_entries: self.max_source_entries,
+            },
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::shutdown::Shutdown;
 use crate::webhook::rotator::{Rotator, RotatorConfig, SystemClock};
 use crate::webhook::tls::CertStore;
 use crate::webhook::{
-    self, metrics::Metrics, AppState, Limits, ServerOptions, TlsSource, WebhookError,
+    self, metrics::Metrics, AppState, Limits, ReviewLimits, ServerOptions, TlsSource, WebhookError,
 };
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -73,9 +73,24 @@ pub struct WebhookArgs {
     /// Reviews handled at once; beyond it requests get 429 immediately.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
-    /// Open connections at most; further connections are closed at once.
+    /// Open connections at most; at the limit the longest-idle one is closed
+    /// to make room, and a new one is refused only when all are busy.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections from one client IP at most (same eviction).
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in progress this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Request and response bodies held in memory at once, in MiB (a quarter
+    /// of it per client IP); beyond it requests get 429.
+    #[arg(long, default_value_t = 64)]
+    pub body_memory_mib: usize,
+    /// Reviews run through the injection engine at once (the others wait
+    /// within their deadline); with --body-memory-mib, what bounds memory.
+    #[arg(long, default_value_t = 2)]
+    pub concurrent_reviews: usize,
     /// Time given to in-flight reviews on SIGTERM before connections are closed.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -120,11 +135,17 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
         }
         (None, None) => bail!("no pools: give --pools FILE or run with a cluster"),
     };
-    if args.max_in_flight == 0 || args.max_connections == 0 {
-        bail!("--max-in-flight and --max-connections must be at least 1");
+    if args.max_in_flight == 0
+        || args.max_connections == 0
+        || args.max_connections_per_ip == 0
+        || args.concurrent_reviews == 0
+        || args.body_memory_mib < 4
+    {
+        bail!("--max-in-flight, --max-connections, --max-connections-per-ip and --concurrent-reviews must be at least 1, --body-memory-mib at least 4");
     }
     let metrics = Arc::new(Metrics::new());
-    let state = AppState::new(
+    let body_memory = args.body_memory_mib.saturating_mul(1024 * 1024);
+    let state = AppState::with_limits(
         Injector::new(facts)
             .with_defaults(args.defaults.engine())
             .with_trust(args.trust.trusted()),
@@ -132,6 +153,12 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
         metrics.clone(),
         ready,
         args.max_in_flight,
+        ReviewLimits {
+            body_memory,
+            body_memory_per_ip: (body_memory / 4).max(webhook::MAX_BODY_BYTES),
+            concurrent_reviews: args.concurrent_reviews,
+            ..ReviewLimits::default()
+        },
     );
     let tls = match (&args.cert_secret, client) {
         (Some(secret), Some(client)) => {
@@ -176,6 +203,8 @@ pub(super) async fn run(args: &WebhookArgs) -> Result<()> {
         limits: Limits {
             max_in_flight: args.max_in_flight,
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
+            idle_timeout: args.idle_timeout,
             shutdown_timeout: args.shutdown_timeout,
             ..Limits::default()
         },

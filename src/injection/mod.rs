@@ -6,6 +6,7 @@
 //! Pure: nothing here does I/O or imports the runtime, the cluster API or the
 //! servers.
 
+pub mod limits;
 pub mod manifests;
 pub mod patch;
 pub mod pod;
@@ -65,6 +66,15 @@ pub enum InjectError {
     EphemeralNotAllowed { container: String, pool: String },
     #[error("runyard: pool {pool:?}: its sidecar {container:?} (spec.pod.additionalSidecarContainers) has no command; on this cluster (sidecar mode container, Kubernetes before 1.29) runyard stops pool sidecars when the workers are done by running their command under its supervisor, so set the sidecar's command (the image's entrypoint)")]
     SidecarWithoutCommand { container: String, pool: String },
+    #[error("runyard: the {kind} has {count} {what}; {limit}")]
+    TooLarge {
+        kind: &'static str,
+        what: &'static str,
+        count: u64,
+        max: u64,
+        /// Who sets the limit, and where (`pool "P" allows at most 64 (spec.limits.containers)`).
+        limit: String,
+    },
     #[error("runyard: invalid run: {0}")]
     Invalid(String),
 }
@@ -81,6 +91,7 @@ impl InjectError {
             Self::ControllerOwned { .. } => "controller_owned",
             Self::EphemeralNotAllowed { .. } => "ephemeral_not_allowed",
             Self::SidecarWithoutCommand { .. } => "sidecar_without_command",
+            Self::TooLarge { .. } => "too_large",
             Self::Invalid(_) => "invalid",
         }
     }
@@ -313,6 +324,13 @@ impl Injector {
                 pool: pool_name.clone(),
                 namespace: namespace.to_string(),
             })?;
+        limits::check_metadata(R::KIND, obj.meta())?;
+        if let Some(meta) = obj.template_meta() {
+            limits::check_metadata("pod template", meta)?;
+        }
+        if let Some(spec) = obj.pod_spec() {
+            limits::check(R::KIND, spec, &pool_name, &pool.spec)?;
+        }
         let run = run::Run {
             engine: self,
             pool_name: &pool_name,
@@ -366,6 +384,9 @@ impl Injector {
                 pool: pool_name.to_string(),
                 namespace: namespace.to_string(),
             })?;
+        if let Some(spec) = new.spec.as_ref() {
+            limits::check(Pod::KIND, spec, pool_name, &pool.spec)?;
+        }
         let hardened = trust::review_ephemeral(old, new, pool_name, &pool.spec)?;
         finish(new.clone(), hardened)
     }

@@ -31,6 +31,9 @@ fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchO
             for (key, old_value) in o {
                 path.push_back(key.as_str());
                 match n.get(key) {
+                    Some(new_value) if is_empty_array(old_value) && old_value != new_value => {
+                        ops.push(whole_list(path, new_value.clone()));
+                    }
                     Some(new_value) => diff_at(path, old_value, new_value, ops),
                     None => ops.push(PatchOperation::Remove(RemoveOperation {
                         path: path.clone(),
@@ -86,6 +89,21 @@ fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchO
             value: new.clone(),
         })),
     }
+}
+
+fn is_empty_array(v: &Value) -> bool {
+    v.as_array().is_some_and(Vec::is_empty)
+}
+
+/// One `add` of a whole list at an object member. The typed side serialises
+/// a required list (`spec.containers`) as `[]` even where the document has no
+/// such member (or `null`): element `add`s at `/0` would not apply there,
+/// while an `add` of the member applies in every case (it replaces `[]`).
+fn whole_list(path: &PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: path.clone(),
+        value,
+    })
 }
 
 struct Alignment {
@@ -243,6 +261,10 @@ fn diff_list<T: Element>(
     ops: &mut Vec<PatchOperation>,
 ) -> Result<(), SerError> {
     if old.as_slice() == &*new {
+        return Ok(());
+    }
+    if old.is_empty() {
+        ops.push(whole_list(path, value(&*new)?));
         return Ok(());
     }
     // Align as `align` does for JSON: by key, old elements kept in order.

@@ -63,6 +63,7 @@ struct Produced {
 fn check_policy(
     pool_name: &str,
     pool: &WorkerPoolSpec,
+    meta: &ObjectMeta,
     spec: &PodSpec,
     produced: &Produced,
 ) -> Result<(), InjectError> {
@@ -75,7 +76,7 @@ fn check_policy(
     };
     policy::check_images(pool_name, &pool.allowed_runner_image_hosts, user())?;
     if !pool.pod.allow_privileged {
-        policy::check_privilege(pool_name, spec, user())?;
+        policy::check_privilege(pool_name, meta.annotations.as_ref(), spec, user())?;
         let user_volumes = spec
             .volumes
             .iter()
@@ -89,7 +90,7 @@ fn check_policy(
             .custom_init_containers
             .iter()
             .chain(&pool.pod.additional_sidecar_containers);
-        policy::check_privilege(pool_name, &PodSpec::default(), pool_extra)?;
+        policy::check_privilege(pool_name, None, &PodSpec::default(), pool_extra)?;
         policy::check_volumes(pool_name, produced.volumes.iter())?;
     }
     Ok(())
@@ -224,7 +225,7 @@ pub fn inject(
     }
 
     inject_pod_fields(meta, spec, ctx)?;
-    check_policy(ctx.pool_name, ctx.pool, spec, &produced)
+    check_policy(ctx.pool_name, ctx.pool, meta, spec, &produced)
 }
 
 /// Runs a pool sidecar's command under the exec shim until the workers are
@@ -654,12 +655,7 @@ fn prepare_worker(
             *sc = merged;
         }
     }
-    if sc.privileged != Some(true) && sc.allow_privilege_escalation.is_none() {
-        sc.allow_privilege_escalation = Some(false);
-    }
-    if sc.capabilities.is_none() {
-        sc.capabilities = Some(drop_all());
-    }
+    policy::harden(sc);
     Ok(())
 }
 
@@ -735,9 +731,19 @@ fn init_container(
     env: &[EnvVar],
     exec_shim: bool,
 ) -> Result<Container, InjectError> {
+    // The pool's extraction limits, for `launcher init` (its defaults otherwise).
+    let limits = &ctx.pool.limits;
     let mut env = env.to_vec();
     if exec_shim {
         env.push(value_env(var::EXEC_SHIM, "true"));
+    }
+    for (name, value) in [
+        (var::SOURCE_MAX_BYTES, limits.source_bytes),
+        (var::SOURCE_MAX_ENTRIES, limits.source_entries),
+    ] {
+        if let Some(v) = value {
+            env.push(value_env(name, &v.to_string()));
+        }
     }
     runyard_container(
         INIT_CONTAINER,

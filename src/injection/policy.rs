@@ -1,7 +1,13 @@
-//! Pool policy checks: registry hosts and privilege.
+//! Pool policy checks: registry hosts and privilege (Pod Security `baseline`
+//! and more, unless the pool allows privileged runs), and the `restricted`
+//! defaults for containers that set nothing.
 
 use super::InjectError;
-use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Capabilities, Container, PodSpec, SELinuxOptions, SeccompProfile,
+    SecurityContext, Volume,
+};
+use std::collections::BTreeMap;
 
 /// Registry host of an image reference, normalised: Docker Hub short names
 /// (`alpine`, `library/alpine`, `user/app`) are `docker.io`, as are the Hub's
@@ -68,10 +74,184 @@ pub fn check_images<'a>(
     Ok(())
 }
 
-/// Denies privileged containers, privilege escalation, added capabilities, root
-/// users and host namespaces unless the pool allows privileged runs.
+/// SELinux types Pod Security `baseline` allows (besides none).
+pub const ALLOWED_SELINUX_TYPES: &[&str] = &[
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+/// The sysctls Pod Security `baseline` allows (namespaced and safe).
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// The legacy per-container AppArmor annotation.
+pub const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+fn selinux_escape(o: &SELinuxOptions) -> Option<String> {
+    if let Some(t) = o.type_.as_deref().filter(|t| !t.is_empty()) {
+        if !ALLOWED_SELINUX_TYPES.contains(&t) {
+            return Some(format!("SELinux type {t:?}"));
+        }
+    }
+    for (field, value) in [("user", &o.user), ("role", &o.role)] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            return Some(format!("SELinux {field} {v:?}"));
+        }
+    }
+    None
+}
+
+fn unconfined(
+    seccomp: Option<&SeccompProfile>,
+    apparmor: Option<&AppArmorProfile>,
+) -> Option<String> {
+    if seccomp.is_some_and(|p| p.type_ == "Unconfined") {
+        return Some("seccompProfile Unconfined".into());
+    }
+    if apparmor.is_some_and(|p| p.type_ == "Unconfined") {
+        return Some("appArmorProfile Unconfined".into());
+    }
+    None
+}
+
+/// What in a pod's own fields (not its containers') Pod Security `baseline`
+/// forbids, or runyard forbids on top (root, group 0): the first found.
+pub fn pod_escape(
+    annotations: Option<&BTreeMap<String, String>>,
+    spec: &PodSpec,
+) -> Option<String> {
+    for (flag, name) in [
+        (spec.host_network, "hostNetwork"),
+        (spec.host_pid, "hostPID"),
+        (spec.host_ipc, "hostIPC"),
+    ] {
+        if flag == Some(true) {
+            return Some(format!("the pod sets {name}: true"));
+        }
+    }
+    for (key, value) in annotations.into_iter().flatten() {
+        if let Some(container) = key.strip_prefix(APPARMOR_ANNOTATION_PREFIX) {
+            if !(value.is_empty() || value == "runtime/default" || value.starts_with("localhost/"))
+            {
+                return Some(format!(
+                    "the pod's annotation {key} sets AppArmor profile {value:?} for container {container:?}"
+                ));
+            }
+        }
+    }
+    let sc = spec.security_context.as_ref()?;
+    let pod = |what: String| Some(format!("the pod sets {what}"));
+    if sc.run_as_user == Some(0) {
+        return pod("runAsUser: 0 (root)".into());
+    }
+    if sc.run_as_non_root == Some(false) {
+        return pod("runAsNonRoot: false".into());
+    }
+    if sc.run_as_group == Some(0) {
+        return pod("runAsGroup: 0 (root's group)".into());
+    }
+    if sc.fs_group == Some(0) {
+        return pod("fsGroup: 0 (root's group)".into());
+    }
+    if sc.supplemental_groups.iter().flatten().any(|g| *g == 0) {
+        return pod("supplementalGroups with 0 (root's group)".into());
+    }
+    if let Some(what) = sc.se_linux_options.as_ref().and_then(selinux_escape) {
+        return pod(what);
+    }
+    if let Some(what) = unconfined(sc.seccomp_profile.as_ref(), sc.app_armor_profile.as_ref()) {
+        return pod(what);
+    }
+    if sc
+        .windows_options
+        .as_ref()
+        .is_some_and(|w| w.host_process == Some(true))
+    {
+        return pod("windowsOptions.hostProcess: true".into());
+    }
+    for sysctl in sc.sysctls.iter().flatten() {
+        if !SAFE_SYSCTLS.contains(&sysctl.name.as_str()) {
+            return pod(format!("the unsafe sysctl {:?}", sysctl.name));
+        }
+    }
+    None
+}
+
+/// What in one container Pod Security `baseline` forbids, or runyard forbids
+/// on top (root, group 0, any added capability): the first found.
+pub fn container_escape(c: &Container) -> Option<String> {
+    let name = &c.name;
+    for port in c.ports.iter().flatten() {
+        if let Some(p) = port.host_port.filter(|p| *p != 0) {
+            return Some(format!("container {name:?} uses hostPort {p}"));
+        }
+    }
+    let sc = c.security_context.as_ref()?;
+    let sets = |what: &str| Some(format!("container {name:?} sets {what}"));
+    if sc.privileged == Some(true) {
+        return Some(format!("container {name:?} is privileged"));
+    }
+    if sc.allow_privilege_escalation == Some(true) {
+        return sets("allowPrivilegeEscalation: true");
+    }
+    if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()) {
+        if !add.is_empty() {
+            return Some(format!(
+                "container {name:?} adds capabilities {}",
+                add.join(", ")
+            ));
+        }
+    }
+    if sc.run_as_user == Some(0) {
+        return sets("runAsUser: 0 (root)");
+    }
+    if sc.run_as_non_root == Some(false) {
+        return sets("runAsNonRoot: false");
+    }
+    if sc.run_as_group == Some(0) {
+        return sets("runAsGroup: 0 (root's group)");
+    }
+    if let Some(mount) = sc.proc_mount.as_deref().filter(|m| *m != "Default") {
+        return sets(&format!("procMount: {mount}"));
+    }
+    if let Some(what) = sc.se_linux_options.as_ref().and_then(selinux_escape) {
+        return sets(&what);
+    }
+    if let Some(what) = unconfined(sc.seccomp_profile.as_ref(), sc.app_armor_profile.as_ref()) {
+        return sets(&what);
+    }
+    if sc
+        .windows_options
+        .as_ref()
+        .is_some_and(|w| w.host_process == Some(true))
+    {
+        return sets("windowsOptions.hostProcess: true");
+    }
+    None
+}
+
+/// Denies everything Pod Security `baseline` forbids (host namespaces and
+/// ports, privileged containers, added capabilities, SELinux types and
+/// users, unconfined seccomp or AppArmor, procMount, unsafe sysctls, Windows
+/// host processes), plus root users and group 0, unless the pool allows
+/// privileged runs. `hostPath` volumes: [`check_volumes`].
 pub fn check_privilege<'a>(
     pool: &str,
+    annotations: Option<&BTreeMap<String, String>>,
     spec: &PodSpec,
     containers: impl Iterator<Item = &'a Container>,
 ) -> Result<(), InjectError> {
@@ -79,52 +259,29 @@ pub fn check_privilege<'a>(
         what,
         pool: pool.to_string(),
     };
-    for (flag, name) in [
-        (spec.host_network, "hostNetwork"),
-        (spec.host_pid, "hostPID"),
-        (spec.host_ipc, "hostIPC"),
-    ] {
-        if flag == Some(true) {
-            return Err(deny(format!("the pod sets {name}: true")));
-        }
-    }
-    if let Some(sc) = &spec.security_context {
-        if sc.run_as_user == Some(0) {
-            return Err(deny("the pod sets runAsUser: 0 (root)".into()));
-        }
-        if sc.run_as_non_root == Some(false) {
-            return Err(deny("the pod sets runAsNonRoot: false".into()));
-        }
+    if let Some(what) = pod_escape(annotations, spec) {
+        return Err(deny(what));
     }
     for c in containers {
-        let Some(sc) = &c.security_context else {
-            continue;
-        };
-        let name = &c.name;
-        if sc.privileged == Some(true) {
-            return Err(deny(format!("container {name:?} is privileged")));
-        }
-        if sc.allow_privilege_escalation == Some(true) {
-            return Err(deny(format!(
-                "container {name:?} sets allowPrivilegeEscalation: true"
-            )));
-        }
-        if let Some(add) = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()) {
-            if !add.is_empty() {
-                return Err(deny(format!(
-                    "container {name:?} adds capabilities {}",
-                    add.join(", ")
-                )));
-            }
-        }
-        if sc.run_as_user == Some(0) {
-            return Err(deny(format!("container {name:?} sets runAsUser: 0 (root)")));
-        }
-        if sc.run_as_non_root == Some(false) {
-            return Err(deny(format!("container {name:?} sets runAsNonRoot: false")));
+        if let Some(what) = container_escape(c) {
+            return Err(deny(what));
         }
     }
     Ok(())
+}
+
+/// Pod Security `restricted`'s container requirements, where the container
+/// set nothing: no privilege escalation (unless privileged, where that is
+/// invalid), and `drop: [ALL]` — also for `capabilities: {}` or an empty
+/// `drop`, which would otherwise keep the runtime's default capabilities.
+pub fn harden(sc: &mut SecurityContext) {
+    if sc.privileged != Some(true) && sc.allow_privilege_escalation.is_none() {
+        sc.allow_privilege_escalation = Some(false);
+    }
+    let caps = sc.capabilities.get_or_insert_with(Capabilities::default);
+    if caps.drop.as_ref().is_none_or(Vec::is_empty) {
+        caps.drop = Some(vec!["ALL".to_string()]);
+    }
 }
 
 /// Denies `hostPath` volumes (a node's files, e.g. the container runtime's

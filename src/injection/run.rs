@@ -15,7 +15,7 @@ use crate::crd::WorkerPoolSpec;
 use crate::vocab::{controlled_by_job, label, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER};
 use json_patch::Patch;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -59,6 +59,14 @@ pub trait RunObject:
     fn meta(&self) -> &ObjectMeta;
     fn meta_mut(&mut self) -> &mut ObjectMeta;
 
+    /// The pod spec runyard injects (a Pod's, a Job's template's).
+    fn pod_spec(&self) -> Option<&PodSpec>;
+
+    /// A Job's pod template metadata (a Pod has none besides its own).
+    fn template_meta(&self) -> Option<&ObjectMeta> {
+        None
+    }
+
     /// The object without `managedFields`: they are large and never patched,
     /// so they stay out of the diff, and the patch still applies to the object
     /// as the API server holds it.
@@ -90,6 +98,14 @@ impl RunObject for Job {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+    }
+    fn template_meta(&self) -> Option<&ObjectMeta> {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
     }
 
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError> {
@@ -156,6 +172,9 @@ impl RunObject for Pod {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()
     }
 
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError> {

@@ -975,41 +975,82 @@ fn arb_container(prefix: &'static str) -> impl Strategy<Value = Container> {
         proptest::collection::vec(("[A-Z]{1,3}", "[a-z]{0,4}"), 0..3),
         arb_quantity_map(),
         arb_quantity_map(),
-        proptest::option::of(any::<bool>()),
+        arb_security(),
         any::<bool>(),
+        proptest::option::of(prop_oneof![Just(0), Just(8080)]),
     )
         .prop_map(
-            move |(n, image, env, requests, limits, ape, native)| Container {
-                name: if n == 7 {
-                    LAUNCHER_CONTAINER.to_string()
-                } else {
-                    format!("{prefix}{n}")
-                },
-                image: Some(image),
-                env: (!env.is_empty()).then(|| {
-                    let mut seen = std::collections::BTreeSet::new();
-                    env.into_iter()
-                        .filter(|(k, _)| seen.insert(k.clone()))
-                        .map(|(name, value)| EnvVar {
-                            name,
-                            value: Some(value),
+            move |(n, image, env, requests, limits, security_context, native, host_port)| {
+                Container {
+                    name: if n == 7 {
+                        LAUNCHER_CONTAINER.to_string()
+                    } else {
+                        format!("{prefix}{n}")
+                    },
+                    image: Some(image),
+                    env: (!env.is_empty()).then(|| {
+                        let mut seen = std::collections::BTreeSet::new();
+                        env.into_iter()
+                            .filter(|(k, _)| seen.insert(k.clone()))
+                            .map(|(name, value)| EnvVar {
+                                name,
+                                value: Some(value),
+                                ..Default::default()
+                            })
+                            .collect()
+                    }),
+                    resources: (requests.is_some() || limits.is_some()).then(|| {
+                        ResourceRequirements {
+                            requests,
+                            limits,
                             ..Default::default()
-                        })
-                        .collect()
-                }),
-                resources: (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
-                    requests,
-                    limits,
+                        }
+                    }),
+                    security_context,
+                    ports: host_port.map(|p| {
+                        vec![k8s_openapi::api::core::v1::ContainerPort {
+                            container_port: 8080,
+                            host_port: Some(p),
+                            ..Default::default()
+                        }]
+                    }),
+                    restart_policy: (native && prefix == "i").then(|| "Always".to_string()),
                     ..Default::default()
-                }),
-                security_context: ape.map(|a| SecurityContext {
-                    allow_privilege_escalation: Some(a),
-                    ..Default::default()
-                }),
-                restart_policy: (native && prefix == "i").then(|| "Always".to_string()),
-                ..Default::default()
+                }
             },
         )
+}
+
+/// Security contexts a run may send: nothing, harmless values, the empty
+/// `capabilities: {}`, and one of each kind of escape.
+fn arb_security() -> impl Strategy<Value = Option<SecurityContext>> {
+    use k8s_openapi::api::core::v1::{Capabilities, SELinuxOptions, SeccompProfile};
+    let sc = |f: fn(&mut SecurityContext)| {
+        let mut sc = SecurityContext::default();
+        f(&mut sc);
+        Some(sc)
+    };
+    prop_oneof![
+        Just(None),
+        Just(sc(|s| s.allow_privilege_escalation = Some(false))),
+        Just(sc(|s| s.allow_privilege_escalation = Some(true))),
+        Just(sc(|s| s.capabilities = Some(Capabilities::default()))),
+        Just(sc(|s| s.capabilities = Some(Capabilities {
+            add: Some(vec!["NET_ADMIN".into()]),
+            ..Default::default()
+        }))),
+        Just(sc(|s| s.run_as_group = Some(0))),
+        Just(sc(|s| s.run_as_user = Some(1000))),
+        Just(sc(|s| s.seccomp_profile = Some(SeccompProfile {
+            type_: "Unconfined".into(),
+            ..Default::default()
+        }))),
+        Just(sc(|s| s.proc_mount = Some("Unmasked".into()))),
+        Just(sc(|s| s.se_linux_options = Some(SELinuxOptions {
+            type_: Some("spc_t".into()),
+            ..Default::default()
+        }))),
+    ]
 }
 
 fn dedup_names(mut v: Vec<Container>) -> Vec<Container> {
@@ -1020,7 +1061,9 @@ fn dedup_names(mut v: Vec<Container>) -> Vec<Container> {
 
 fn arb_pod() -> impl Strategy<Value = Pod> {
     (
-        proptest::collection::vec(arb_container("c"), 1..4),
+        // No containers at all is a shape the API server sends too (it
+        // validates after admission): the patch must still apply.
+        proptest::collection::vec(arb_container("c"), 0..4),
         proptest::collection::vec(arb_container("i"), 0..3),
         proptest::option::of(prop_oneof![Just("builders"), Just("missing")]),
         any::<bool>(),
@@ -1116,10 +1159,41 @@ fn arb_pools() -> impl Strategy<Value = StaticPools> {
     })
 }
 
+/// How a pod spec without containers is written: `containers: []`, no
+/// `containers` member at all, or `containers: null`. The typed object is the
+/// same for all three; the patch must apply to each.
+fn arb_empty_list_shape() -> impl Strategy<Value = u8> {
+    0u8..3
+}
+
+/// The JSON the API server would send for `obj`, with an empty
+/// `containers` list at `spec` (a pointer) written as `shape` says.
+fn raw_with_shape<T: Serialize>(obj: &T, spec: &str, shape: u8) -> Value {
+    let mut raw = serde_json::to_value(obj).expect("serialise");
+    if let Some(spec) = raw.pointer_mut(spec).and_then(Value::as_object_mut) {
+        if spec
+            .get("containers")
+            .is_some_and(|c| c.as_array().is_some_and(Vec::is_empty))
+        {
+            match shape {
+                1 => {
+                    spec.remove("containers");
+                }
+                2 => {
+                    spec.insert("containers".into(), Value::Null);
+                }
+                _ => {}
+            }
+        }
+    }
+    raw
+}
+
 proptest! {
     #[test]
-    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester()) {
-        let raw = serde_json::to_value(&pod).expect("serialise");
+    fn pod_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester(), shape in arb_empty_list_shape()) {
+        let raw = raw_with_shape(&pod, "/spec", shape);
+        let pod: Pod = serde_json::from_value(raw.clone()).expect("the raw pod is a Pod");
         let owned = controlled_by_job(&pod.metadata);
         match inj.mutate_as(pod.clone(), "ci", &pools, by) {
             Ok(Mutation::NotARun) => prop_assert!(label(&pod.metadata, LABEL_POOL).is_none()),
@@ -1160,10 +1234,18 @@ proptest! {
                 // Nothing privileged is injected: no host namespaces, no
                 // privileged container, no privilege escalation.
                 prop_assert!(spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none());
+                // No baseline escape anywhere in the admitted pod, and every
+                // container drops capabilities (restricted's default, also
+                // where the run sent `capabilities: {}`).
+                prop_assert_eq!(policy::pod_escape(object.metadata.annotations.as_ref(), &spec), None);
                 for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+                    prop_assert_eq!(policy::container_escape(c), None);
                     let sc = c.security_context.as_ref();
                     prop_assert!(sc.and_then(|s| s.privileged) != Some(true), "{} privileged", c.name);
                     prop_assert!(sc.and_then(|s| s.allow_privilege_escalation) != Some(true), "{} escalates", c.name);
+                    let pool_own = pool_volume_or_container(&c.name);
+                    let drops = sc.and_then(|s| s.capabilities.as_ref()).and_then(|c| c.drop.as_ref()).is_some_and(|d| !d.is_empty());
+                    prop_assert!(pool_own || drops, "{} keeps the default capabilities", c.name);
                 }
                 // Every container has its requests or limits for cpu and memory.
                 for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
@@ -1185,11 +1267,11 @@ proptest! {
                 prop_assert!(pool_volume_or_container(&name), "{}", name);
             }
             Err(InjectError::PrivilegeNotAllowed { .. }) => {
+                // Denied only for an escape the run itself asked for.
                 let spec = pod.spec.as_ref().expect("spec");
-                let escalates = spec.init_containers.iter().flatten().chain(&spec.containers).any(|c| {
-                    c.security_context.as_ref().and_then(|s| s.allow_privilege_escalation) == Some(true)
-                });
-                prop_assert!(escalates);
+                let escapes = spec.init_containers.iter().flatten().chain(&spec.containers)
+                    .any(|c| policy::container_escape(c).is_some());
+                prop_assert!(escapes);
             }
             Err(InjectError::ControllerOwned { .. }) => {
                 prop_assert!(owned && by == Requester::User, "only a user's pod claiming a Job owner");
@@ -1199,7 +1281,7 @@ proptest! {
     }
 
     #[test]
-    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester()) {
+    fn job_mutation_is_sound(pod in arb_pod(), inj in arb_facts(), pools in arb_pools(), by in arb_requester(), shape in arb_empty_list_shape()) {
         let mut template_meta = pod.metadata.clone();
         template_meta.owner_references = None;
         let job = Job {
@@ -1217,7 +1299,8 @@ proptest! {
             }),
             ..Default::default()
         };
-        let raw = serde_json::to_value(&job).expect("serialise");
+        let raw = raw_with_shape(&job, "/spec/template/spec", shape);
+        let job: Job = serde_json::from_value(raw.clone()).expect("the raw job is a Job");
         if let Ok(Mutation::Mutated { object, patch }) = inj.mutate_as(job.clone(), "ci", &pools, by) {
             let mut applied = raw;
             json_patch::patch(&mut applied, &patch).expect("patch applies");
@@ -1484,4 +1567,405 @@ fn pool_sidecars_are_native_sidecars_or_supervised_containers() {
 
 fn spec_of(pod: &Pod) -> &PodSpec {
     pod.spec.as_ref().expect("spec")
+}
+
+// ---------------------------------------------------------------------------
+// The complete privilege policy (issue 16.4): every field Pod Security
+// `baseline` forbids, and root's user and group.
+
+/// One escape each: (what, a run pod with it, a word of the denial).
+fn escapes() -> Vec<(&'static str, Pod, &'static str)> {
+    use k8s_openapi::api::core::v1::{
+        AppArmorProfile, Capabilities, ContainerPort, HostPathVolumeSource, PodSecurityContext,
+        SELinuxOptions, SeccompProfile, Sysctl, WindowsSecurityContextOptions,
+    };
+    let with_container_sc = |sc: SecurityContext| {
+        let mut c = worker("w", "alpine");
+        c.security_context = Some(sc);
+        run_pod(vec![c])
+    };
+    let with_pod_sc = |sc: PodSecurityContext| {
+        let mut p = run_pod(vec![worker("w", "alpine")]);
+        p.spec.as_mut().expect("spec").security_context = Some(sc);
+        p
+    };
+    let with_spec = |f: &dyn Fn(&mut PodSpec)| {
+        let mut p = run_pod(vec![worker("w", "alpine")]);
+        f(p.spec.as_mut().expect("spec"));
+        p
+    };
+    let se = |t: Option<&str>, user: Option<&str>| SELinuxOptions {
+        type_: t.map(Into::into),
+        user: user.map(Into::into),
+        ..Default::default()
+    };
+    let profile = |t: &str| SeccompProfile {
+        type_: t.into(),
+        ..Default::default()
+    };
+    let apparmor = |t: &str| AppArmorProfile {
+        type_: t.into(),
+        ..Default::default()
+    };
+    let mut annotated = run_pod(vec![worker("w", "alpine")]);
+    annotated.metadata.annotations = Some(BTreeMap::from([(
+        "container.apparmor.security.beta.kubernetes.io/w".into(),
+        "unconfined".into(),
+    )]));
+    vec![
+        (
+            "hostNetwork",
+            with_spec(&|s| s.host_network = Some(true)),
+            "hostNetwork",
+        ),
+        (
+            "hostPID",
+            with_spec(&|s| s.host_pid = Some(true)),
+            "hostPID",
+        ),
+        (
+            "hostIPC",
+            with_spec(&|s| s.host_ipc = Some(true)),
+            "hostIPC",
+        ),
+        (
+            "hostPath (the runtime socket)",
+            with_spec(&|s| {
+                s.volumes = Some(vec![Volume {
+                    name: "sock".into(),
+                    host_path: Some(HostPathVolumeSource {
+                        path: "/run/containerd/containerd.sock".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }])
+            }),
+            "hostPath",
+        ),
+        (
+            "hostPort",
+            {
+                let mut c = worker("w", "alpine");
+                c.ports = Some(vec![ContainerPort {
+                    container_port: 80,
+                    host_port: Some(80),
+                    ..Default::default()
+                }]);
+                run_pod(vec![c])
+            },
+            "hostPort 80",
+        ),
+        (
+            "privileged",
+            with_container_sc(SecurityContext {
+                privileged: Some(true),
+                ..Default::default()
+            }),
+            "privileged",
+        ),
+        (
+            "allowPrivilegeEscalation",
+            with_container_sc(SecurityContext {
+                allow_privilege_escalation: Some(true),
+                ..Default::default()
+            }),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            "capabilities.add",
+            with_container_sc(SecurityContext {
+                capabilities: Some(Capabilities {
+                    add: Some(vec!["SYS_ADMIN".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            "SYS_ADMIN",
+        ),
+        (
+            "container runAsUser 0",
+            with_container_sc(SecurityContext {
+                run_as_user: Some(0),
+                ..Default::default()
+            }),
+            "runAsUser: 0",
+        ),
+        (
+            "container runAsGroup 0",
+            with_container_sc(SecurityContext {
+                run_as_group: Some(0),
+                ..Default::default()
+            }),
+            "runAsGroup: 0",
+        ),
+        (
+            "pod runAsGroup 0",
+            with_pod_sc(PodSecurityContext {
+                run_as_group: Some(0),
+                ..Default::default()
+            }),
+            "runAsGroup: 0",
+        ),
+        (
+            "fsGroup 0",
+            with_pod_sc(PodSecurityContext {
+                fs_group: Some(0),
+                ..Default::default()
+            }),
+            "fsGroup: 0",
+        ),
+        (
+            "supplementalGroups 0",
+            with_pod_sc(PodSecurityContext {
+                supplemental_groups: Some(vec![1000, 0]),
+                ..Default::default()
+            }),
+            "supplementalGroups",
+        ),
+        (
+            "pod runAsNonRoot false",
+            with_pod_sc(PodSecurityContext {
+                run_as_non_root: Some(false),
+                ..Default::default()
+            }),
+            "runAsNonRoot: false",
+        ),
+        (
+            "SELinux spc_t (container)",
+            with_container_sc(SecurityContext {
+                se_linux_options: Some(se(Some("spc_t"), None)),
+                ..Default::default()
+            }),
+            "spc_t",
+        ),
+        (
+            "SELinux spc_t (pod)",
+            with_pod_sc(PodSecurityContext {
+                se_linux_options: Some(se(Some("spc_t"), None)),
+                ..Default::default()
+            }),
+            "spc_t",
+        ),
+        (
+            "SELinux user",
+            with_container_sc(SecurityContext {
+                se_linux_options: Some(se(None, Some("system_u"))),
+                ..Default::default()
+            }),
+            "SELinux user",
+        ),
+        (
+            "seccomp Unconfined (pod)",
+            with_pod_sc(PodSecurityContext {
+                seccomp_profile: Some(profile("Unconfined")),
+                ..Default::default()
+            }),
+            "seccompProfile Unconfined",
+        ),
+        (
+            "seccomp Unconfined (container)",
+            with_container_sc(SecurityContext {
+                seccomp_profile: Some(profile("Unconfined")),
+                ..Default::default()
+            }),
+            "seccompProfile Unconfined",
+        ),
+        (
+            "AppArmor Unconfined (pod)",
+            with_pod_sc(PodSecurityContext {
+                app_armor_profile: Some(apparmor("Unconfined")),
+                ..Default::default()
+            }),
+            "appArmorProfile Unconfined",
+        ),
+        (
+            "AppArmor Unconfined (container)",
+            with_container_sc(SecurityContext {
+                app_armor_profile: Some(apparmor("Unconfined")),
+                ..Default::default()
+            }),
+            "appArmorProfile Unconfined",
+        ),
+        ("AppArmor annotation", annotated, "unconfined"),
+        (
+            "procMount Unmasked",
+            with_container_sc(SecurityContext {
+                proc_mount: Some("Unmasked".into()),
+                ..Default::default()
+            }),
+            "procMount: Unmasked",
+        ),
+        (
+            "unsafe sysctl",
+            with_pod_sc(PodSecurityContext {
+                sysctls: Some(vec![Sysctl {
+                    name: "kernel.msgmax".into(),
+                    value: "65536".into(),
+                }]),
+                ..Default::default()
+            }),
+            "kernel.msgmax",
+        ),
+        (
+            "Windows hostProcess",
+            with_container_sc(SecurityContext {
+                windows_options: Some(WindowsSecurityContextOptions {
+                    host_process: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            "hostProcess",
+        ),
+    ]
+}
+
+#[test]
+fn every_baseline_escape_is_denied_unless_the_pool_allows_privileged_runs() {
+    let mut privileged = WorkerPoolSpec::default();
+    privileged.pod.allow_privileged = true;
+    let privileged = pool("builders", privileged);
+    for (what, pod, needle) in escapes() {
+        let err = injector().mutate(&pod, "ci", &builders()).expect_err(what);
+        assert!(
+            matches!(err, InjectError::PrivilegeNotAllowed { .. })
+                && err.to_string().contains(needle),
+            "{what}: {err}"
+        );
+        // The same escape in a Job's pod template.
+        let job = Job {
+            metadata: ObjectMeta {
+                name: Some("j".into()),
+                labels: pod.metadata.labels.clone(),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::batch::v1::JobSpec {
+                template: k8s_openapi::api::core::v1::PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        annotations: pod.metadata.annotations.clone(),
+                        ..Default::default()
+                    }),
+                    spec: pod.spec.clone(),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                injector().mutate(&job, "ci", &builders()),
+                Err(InjectError::PrivilegeNotAllowed { .. })
+            ),
+            "{what} (Job)"
+        );
+        assert!(
+            injector().mutate(&pod, "ci", &privileged).is_ok(),
+            "{what}: allowed with allowPrivileged"
+        );
+    }
+    // The pool's own containers are held to the same policy.
+    for (what, pod, _) in escapes() {
+        let spec = pod.spec.expect("spec");
+        let Some(c) = spec
+            .containers
+            .first()
+            .filter(|c| c.security_context.is_some() || c.ports.is_some())
+        else {
+            continue;
+        };
+        let mut sidecar = c.clone();
+        sidecar.name = "side".into();
+        let mut pool_spec = WorkerPoolSpec::default();
+        pool_spec.pod.additional_sidecar_containers = vec![sidecar];
+        let err = injector()
+            .mutate(
+                &run_pod(vec![worker("w", "alpine")]),
+                "ci",
+                &pool("builders", pool_spec),
+            )
+            .expect_err(what);
+        assert!(
+            matches!(err, InjectError::PrivilegeNotAllowed { .. }),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn baseline_allows_what_it_allows() {
+    use k8s_openapi::api::core::v1::{PodSecurityContext, SELinuxOptions, SeccompProfile, Sysctl};
+    let mut c = worker("w", "alpine");
+    c.security_context = Some(SecurityContext {
+        se_linux_options: Some(SELinuxOptions {
+            type_: Some("container_t".into()),
+            level: Some("s0:c1,c2".into()),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "Localhost".into(),
+            localhost_profile: Some("profiles/audit.json".into()),
+        }),
+        proc_mount: Some("Default".into()),
+        ..Default::default()
+    });
+    let mut pod = run_pod(vec![c]);
+    pod.spec.as_mut().expect("spec").security_context = Some(PodSecurityContext {
+        sysctls: Some(vec![Sysctl {
+            name: "net.ipv4.ip_unprivileged_port_start".into(),
+            value: "0".into(),
+        }]),
+        ..Default::default()
+    });
+    assert!(injector().mutate(&pod, "ci", &builders()).is_ok());
+}
+
+#[test]
+fn restricted_defaults_fill_what_the_run_left_empty() {
+    use k8s_openapi::api::core::v1::Capabilities;
+    for caps in [
+        Some(Capabilities::default()),
+        Some(Capabilities {
+            drop: Some(vec![]),
+            ..Default::default()
+        }),
+        None,
+    ] {
+        let mut c = worker("w", "alpine");
+        c.security_context = Some(SecurityContext {
+            capabilities: caps.clone(),
+            ..Default::default()
+        });
+        let new = mutated_pod(injector().mutate(&run_pod(vec![c]), "ci", &builders()));
+        let sc = spec_sc(&new);
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()]),
+            "{caps:?}"
+        );
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let pod_sc = spec(&new).security_context.clone().expect("pod sc");
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(
+            injector().mutate(&new, "ci", &builders()),
+            Ok(Mutation::Unchanged)
+        );
+    }
+    // A run's own explicit drop list is its choice.
+    let mut c = worker("w", "alpine");
+    c.security_context = Some(SecurityContext {
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["NET_RAW".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let new = mutated_pod(injector().mutate(&run_pod(vec![c]), "ci", &builders()));
+    assert_eq!(
+        spec_sc(&new).capabilities.and_then(|c| c.drop),
+        Some(vec!["NET_RAW".to_string()])
+    );
 }

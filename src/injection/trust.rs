@@ -14,7 +14,7 @@ use crate::vocab::{
     LABEL_WORKER, LAUNCHER_CONTAINER, SCHEDULING_GATE,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Capabilities, Container, Pod, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Who sent a request.
@@ -333,6 +333,7 @@ pub(crate) fn review_ephemeral(
         if !pool.pod.allow_privileged {
             policy::check_privilege(
                 pool_name,
+                None,
                 &PodSpec::default(),
                 std::iter::once(&as_container),
             )?;
@@ -340,15 +341,7 @@ pub(crate) fn review_ephemeral(
         let sc = e
             .security_context
             .get_or_insert_with(SecurityContext::default);
-        if sc.privileged != Some(true) && sc.allow_privilege_escalation.is_none() {
-            sc.allow_privilege_escalation = Some(false);
-        }
-        if sc.capabilities.is_none() {
-            sc.capabilities = Some(Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                ..Capabilities::default()
-            });
-        }
+        policy::harden(sc);
     }
     Ok(hardened)
 }

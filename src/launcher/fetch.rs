@@ -72,7 +72,8 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig
     Ok(Arc::new(config))
 }
 
-/// Downloads `url` into `dest` (created or truncated) and returns the
+/// Downloads `url` into `dest` (a new file; whatever was there, a planted
+/// link included, is removed first, never followed) and returns the
 /// lower-case hex SHA-256 of what was written.
 pub async fn fetch_to_file(
     url: &str,
@@ -172,7 +173,9 @@ async fn fetch_inner(
             path: dest.display().to_string(),
             source,
         };
-        let mut file = tokio::fs::File::create(dest).await.map_err(write_err)?;
+        // Never through a link planted at `dest` (see `safe_fs`).
+        let mut file =
+            tokio::fs::File::from_std(super::safe_fs::replace_file(dest).map_err(write_err)?);
         let mut digest = Context::new(&SHA256);
         let mut total: u64 = 0;
         let mut body = resp.into_body();

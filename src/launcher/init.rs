@@ -4,9 +4,10 @@
 //! runs it again safely. Failures leave no partial tree behind.
 
 use super::fetch::{self, FetchError};
-use super::{parse_tools, read_podinfo, Layout, ToolSpec};
+use super::{parse_tools, read_podinfo, safe_fs, Layout, ToolSpec};
 use crate::vocab::{env as var, ANNOTATION_SOURCE_SHA256, ANNOTATION_SOURCE_URL, ANNOTATION_TOOLS};
 use serde::{Deserialize, Serialize};
+use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ pub enum InitError {
     UnsafeEntry { entry: String, why: &'static str },
     #[error("the source tarball cannot be read: {0}")]
     Tarball(String),
+    #[error("the source tarball is too large: {what} (the pool's spec.limits.{field}; the launcher's --{flag})")]
+    TooLarge {
+        what: String,
+        field: &'static str,
+        flag: &'static str,
+    },
     #[error("{ANNOTATION_SOURCE_URL} is set but {ANNOTATION_SOURCE_SHA256} is missing or not 64 hex digits")]
     MissingChecksum,
     #[error("{ANNOTATION_TOOLS}: {0}")]
@@ -69,26 +76,55 @@ fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_default()
 }
 
-/// Writes `content` to `path` atomically (temp file + rename).
+/// Writes `content` to `path` atomically, never through a planted link.
 fn write_atomic(path: &Path, content: &[u8]) -> Result<(), InitError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, content).map_err(io("writing", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("renaming", path))
+    safe_fs::write_atomic(path, content).map_err(io("writing", path))
+}
+
+/// Default for [`ExtractLimits::max_bytes`]: 2 GiB unpacked.
+pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default for [`ExtractLimits::max_entries`].
+pub const DEFAULT_MAX_SOURCE_ENTRIES: u64 = 100_000;
+/// Largest GNU long-name or PAX header accepted (the tar reader holds it in memory).
+pub const MAX_EXTENSION_HEADER_BYTES: u64 = 64 * 1024;
+
+/// Limits on unpacking the source tarball (a zip bomb fails the run before
+/// anything is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// Total bytes of the files unpacked.
+    pub max_bytes: u64,
+    /// Entries (files and directories).
+    pub max_entries: u64,
+}
+
+impl Default for ExtractLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_SOURCE_BYTES,
+            max_entries: DEFAULT_MAX_SOURCE_ENTRIES,
+        }
+    }
 }
 
 /// Runs `init`.
 pub async fn run(layout: &Layout) -> Result<InitReport, InitError> {
     let mut report = InitReport::default();
     let state = layout.state();
-    for dir in [
-        &layout.workspace,
-        &state,
-        &layout.workspace.join("source"),
-        &layout.binaries,
-        &layout.cache,
-    ] {
+    // The mount points themselves are the kubelet's; below them, anything the
+    // run left (a link in place of `.runyard` or `source`) is replaced by a
+    // real directory before anything is written there.
+    for dir in [&layout.workspace, &layout.cache] {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     }
+    for dir in [&state, &layout.workspace.join("source")] {
+        safe_fs::ensure_dirs_below(&layout.workspace, dir).map_err(io("creating", dir))?;
+    }
+    match layout.binaries.starts_with(&layout.workspace) {
+        true => safe_fs::ensure_dirs_below(&layout.workspace, &layout.binaries),
+        false => std::fs::create_dir_all(&layout.binaries),
+    }
+    .map_err(io("creating", &layout.binaries))?;
     let annotations = read_podinfo(&layout.podinfo.join("annotations"));
     let labels = read_podinfo(&layout.podinfo.join("labels"));
     write_run_info(layout, &labels)?;
@@ -187,8 +223,8 @@ async fn fetch_source(
     let tarball = state.join("source.tar.gz.part");
     let staging = state.join("source.staging");
     let cleanup = || {
-        let _ = std::fs::remove_file(&tarball);
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = safe_fs::remove_any(&tarball);
+        let _ = safe_fs::remove_any(&staging);
     };
     let result = async {
         let actual = fetch::fetch_to_file(url, &tarball, tls, Duration::from_secs(600)).await?;
@@ -199,11 +235,11 @@ async fn fetch_source(
                 actual,
             });
         }
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io("creating", &staging))?;
-        unpack(&tarball, &staging)?;
+        safe_fs::remove_any(&staging).map_err(io("removing", &staging))?;
+        std::fs::create_dir(&staging).map_err(io("creating", &staging))?;
+        unpack_file(&tarball, &staging, &layout.extract)?;
         // Swap the tree in whole: a failure above leaves no partial source.
-        let _ = std::fs::remove_dir_all(&source);
+        safe_fs::remove_any(&source).map_err(io("removing", &source))?;
         std::fs::rename(&staging, &source).map_err(io("moving the source to", &source))?;
         write_atomic(&marker, sha.as_bytes())
     }
@@ -212,52 +248,141 @@ async fn fetch_source(
     result.map(|()| true)
 }
 
-/// Unpacks a `.tar.gz`, refusing absolute paths, `..`, links and devices.
-fn unpack(tarball: &Path, into: &Path) -> Result<(), InitError> {
-    let file = std::fs::File::open(tarball).map_err(io("opening", tarball))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let entries = archive
-        .entries()
-        .map_err(|e| InitError::Tarball(e.to_string()))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| InitError::Tarball(e.to_string()))?;
-        let path = entry
-            .path()
-            .map_err(|e| InitError::Tarball(e.to_string()))?
-            .into_owned();
-        let shown = path.display().to_string();
-        for c in path.components() {
-            match c {
-                Component::Normal(_) | Component::CurDir => {}
-                Component::ParentDir => {
-                    return Err(InitError::UnsafeEntry {
-                        entry: shown,
-                        why: "contains ..",
-                    })
-                }
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(InitError::UnsafeEntry {
-                        entry: shown,
-                        why: "is an absolute path",
-                    })
-                }
+/// Unpacks a `.tar.gz` file into the empty directory `into` (see [`unpack`]).
+pub fn unpack_file(tarball: &Path, into: &Path, limits: &ExtractLimits) -> Result<(), InitError> {
+    unpack(
+        || {
+            std::fs::File::open(tarball)
+                .map(flate2::read::GzDecoder::new)
+                .map_err(io("opening", tarball))
+        },
+        into,
+        limits,
+    )
+}
+
+fn tar_err(e: std::io::Error) -> InitError {
+    InitError::Tarball(e.to_string())
+}
+
+/// Checks one entry's path: relative, without `..`.
+fn check_path(path: &Path) -> Result<(), InitError> {
+    let shown = || path.display().to_string();
+    for c in path.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(InitError::UnsafeEntry {
+                    entry: shown(),
+                    why: "contains ..",
+                })
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(InitError::UnsafeEntry {
+                    entry: shown(),
+                    why: "is an absolute path",
+                })
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks the whole archive before anything is written: every entry's path
+/// and kind, the entry count, the unpacked size, and the size of long-name
+/// and PAX headers (which the tar reader holds in memory).
+fn check_archive<R: std::io::Read>(tar: R, limits: &ExtractLimits) -> Result<(), InitError> {
+    let mut archive = tar::Archive::new(tar);
+    let mut raw = archive.entries().map_err(tar_err)?.raw(true);
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for entry in raw.by_ref() {
+        let entry = entry.map_err(tar_err)?;
+        let kind = entry.header().entry_type();
+        let size = entry.header().entry_size().map_err(tar_err)?;
+        if kind.is_gnu_longname() || kind.is_gnu_longlink() || kind.is_pax_local_extensions() {
+            if size > MAX_EXTENSION_HEADER_BYTES {
+                return Err(InitError::UnsafeEntry {
+                    entry: format!("<{size}-byte extension header>"),
+                    why: "is a long-name or PAX header over 64 KiB",
+                });
+            }
+            continue;
+        }
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(InitError::TooLarge {
+                what: format!("more than {} entries", limits.max_entries),
+                field: "sourceEntries",
+                flag: "max-source-entries",
+            });
+        }
+        bytes = bytes.saturating_add(size);
+        if bytes > limits.max_bytes {
+            return Err(InitError::TooLarge {
+                what: format!("more than {} bytes unpacked", limits.max_bytes),
+                field: "sourceBytes",
+                flag: "max-source-bytes",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks the tar stream `open()` returns into the empty directory `into`.
+/// The archive is read twice: first checked whole ([`check_archive`]: a
+/// zip bomb or an oversize header fails before anything is written), then
+/// unpacked, refusing absolute paths, `..`, links and devices. Nothing is
+/// created outside `into`, and no file is opened through a link.
+pub fn unpack<R: std::io::Read>(
+    mut open: impl FnMut() -> Result<R, InitError>,
+    into: &Path,
+    limits: &ExtractLimits,
+) -> Result<(), InitError> {
+    check_archive(open()?, limits)?;
+    let mut archive = tar::Archive::new(open()?);
+    let entries = archive.entries().map_err(tar_err)?;
+    let mut written = 0u64;
+    for entry in entries {
+        let mut entry = entry.map_err(tar_err)?;
+        let path = entry.path().map_err(tar_err)?.into_owned();
+        check_path(&path)?;
+        let shown = path.display().to_string();
         let kind = entry.header().entry_type();
         let dest = into.join(&path);
         if kind.is_dir() {
             std::fs::create_dir_all(&dest).map_err(io("creating", &dest))?;
         } else if kind.is_file() {
+            // A file entry named `` or `.` would be `into` itself (found by
+            // the archive fuzz target: replacing it removed the directory).
+            if !path.components().any(|c| matches!(c, Component::Normal(_))) {
+                return Err(InitError::UnsafeEntry {
+                    entry: shown,
+                    why: "is a file without a name",
+                });
+            }
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
             }
             let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
-            let mut out = std::fs::File::create(&dest).map_err(io("writing", &dest))?;
-            std::io::copy(&mut entry, &mut out).map_err(io("writing", &dest))?;
+            // A later entry of the same name replaces the earlier file.
+            let mut out = safe_fs::replace_file(&dest).map_err(io("writing", &dest))?;
+            // The sizes were checked; the copy is bounded again in case the
+            // stream differs from the first read.
+            let budget = limits.max_bytes.saturating_sub(written);
+            let n = std::io::copy(&mut (&mut entry).take(budget + 1), &mut out)
+                .map_err(io("writing", &dest))?;
+            written += n;
+            if n > budget {
+                return Err(InitError::TooLarge {
+                    what: format!("more than {} bytes unpacked", limits.max_bytes),
+                    field: "sourceBytes",
+                    flag: "max-source-bytes",
+                });
+            }
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode | 0o600))
+                out.set_permissions(std::fs::Permissions::from_mode(mode | 0o600))
                     .map_err(io("chmod", &dest))?;
             }
             #[cfg(not(unix))]
@@ -293,12 +418,7 @@ async fn install_tool(
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let target = dir.join(&tool.name);
     let lock_path = dir.join(".lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("opening", &lock_path))?;
+    let lock = open_lock(&lock_path).map_err(io("opening", &lock_path))?;
     // Blocking lock on a blocking thread: other pods may hold it while downloading.
     let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
         .await
@@ -340,12 +460,24 @@ async fn install_tool(
     Ok(downloaded)
 }
 
+/// Opens (creating) a lock file, never through a link.
+fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    options.open(path)
+}
+
 /// Points `link` at `target`, replacing an existing link atomically.
 fn link(target: &Path, link: &Path) -> Result<(), InitError> {
     #[cfg(unix)]
     {
         let tmp = link.with_extension(format!("link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        safe_fs::remove_any(&tmp).map_err(io("linking", &tmp))?;
         std::os::unix::fs::symlink(target, &tmp).map_err(io("linking", &tmp))?;
         std::fs::rename(&tmp, link).map_err(io("linking", link))
     }

@@ -6,6 +6,7 @@
 
 pub mod fetch;
 pub mod init;
+pub mod safe_fs;
 pub mod serve;
 pub mod shim;
 
@@ -23,6 +24,8 @@ pub struct Layout {
     pub podinfo: PathBuf,
     /// Extra CA certificates (PEM) trusted for downloads.
     pub ca_file: Option<PathBuf>,
+    /// Limits on unpacking the source tarball.
+    pub extract: init::ExtractLimits,
 }
 
 impl Layout {

@@ -12,15 +12,15 @@ pub mod tls;
 
 pub use crate::http::Limits;
 
-use crate::http::{metrics_response, readiness, text, Rejections};
+use crate::http::{metrics_response, readiness, text, MemoryBudget, Peer, Rejections, Reservation};
 use crate::injection::{Injector, PoolSource};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +36,34 @@ use tracing::{debug, info, warn};
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Deadline when the API server sends no `?timeout=` (its own maximum is 30 s).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// The most a client's `?timeout=` is honoured: the API server's own maximum
+/// webhook timeout. A longer one (`1h`) cannot hold a connection that long.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Memory and time bounds of review handling (besides [`Limits`]).
+#[derive(Debug, Clone)]
+pub struct ReviewLimits {
+    /// Bytes of request and response bodies held at once, all clients.
+    pub body_memory: usize,
+    /// The share of `body_memory` one client IP may hold.
+    pub body_memory_per_ip: usize,
+    /// Cap on the `?timeout=` deadline.
+    pub max_deadline: Duration,
+    /// Reviews run through the engine at once (the others wait, within
+    /// their deadline): what bounds the engine's memory.
+    pub concurrent_reviews: usize,
+}
+
+impl Default for ReviewLimits {
+    fn default() -> Self {
+        Self {
+            body_memory: 64 * 1024 * 1024,
+            body_memory_per_ip: 16 * 1024 * 1024,
+            max_deadline: MAX_DEADLINE,
+            concurrent_reviews: 2,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -80,6 +108,9 @@ struct Inner {
     pools: Arc<dyn PoolSource>,
     metrics: Arc<Metrics>,
     in_flight: Semaphore,
+    engine: Semaphore,
+    bodies: Arc<MemoryBudget>,
+    limits: ReviewLimits,
     ready: Arc<AtomicBool>,
     cert_trusted: Arc<AtomicBool>,
     draining: AtomicBool,
@@ -97,15 +128,42 @@ impl AppState {
         ready: Arc<AtomicBool>,
         max_in_flight: usize,
     ) -> Self {
+        Self::with_limits(
+            injector,
+            pools,
+            metrics,
+            ready,
+            max_in_flight,
+            ReviewLimits::default(),
+        )
+    }
+
+    /// [`AppState::new`] with other memory and time bounds.
+    pub fn with_limits(
+        injector: Injector,
+        pools: Arc<dyn PoolSource>,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        max_in_flight: usize,
+        limits: ReviewLimits,
+    ) -> Self {
         Self(Arc::new(Inner {
             injector,
             pools,
             metrics,
             in_flight: Semaphore::new(max_in_flight.max(1)),
+            engine: Semaphore::new(limits.concurrent_reviews.max(1)),
+            bodies: MemoryBudget::new(limits.body_memory, limits.body_memory_per_ip),
+            limits,
             ready,
             cert_trusted: Arc::new(AtomicBool::new(true)),
             draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Bytes of bodies held now.
+    pub fn body_memory_used(&self) -> usize {
+        self.0.bodies.used()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -154,8 +212,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     metrics_response(state.0.metrics.encode())
 }
 
-/// The API server's `?timeout=5s`.
-fn deadline(uri: &Uri) -> Duration {
+/// The API server's `?timeout=5s`, at most `max`.
+pub fn deadline(uri: &Uri, max: Duration) -> Duration {
     uri.query()
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -163,6 +221,7 @@ fn deadline(uri: &Uri) -> Duration {
         .and_then(|v| crate::duration::parse(v).ok())
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_DEADLINE)
+        .min(max)
 }
 
 /// How much of a refused body is read (and dropped) before answering 413
@@ -200,57 +259,128 @@ async fn too_large(
     )
 }
 
+fn retry_later(message: &'static str) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1")],
+        message,
+    )
+        .into_response()
+}
+
+/// Why a body was not read.
+enum BodyError {
+    TooLarge,
+    NoMemory,
+    Read(String),
+}
+
+/// Reads the body into memory, holding its bytes from `reservation` as
+/// they arrive.
+async fn read_body(body: &mut Body, reservation: &mut Reservation) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if out.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        if !reservation.try_grow(chunk.len()) {
+            return Err(BodyError::NoMemory);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A response body that gives its bytes back to the budget once sent.
+struct HeldBody {
+    inner: http_body_util::Full<bytes::Bytes>,
+    _held: Reservation,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `POST /mutate`. The body is read first, within the deadline and the
+/// memory budget, and only then does the review take one of the
+/// `max_in_flight` slots (so slow uploads hold no slot), and then one of the
+/// engine's `concurrent_reviews` turns.
 async fn mutate(
     State(state): State<AppState>,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     mut body: Body,
 ) -> Response {
     let inner = &state.0;
-    let Ok(_permit) = inner.in_flight.try_acquire() else {
-        inner.metrics.reject("overloaded");
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            "runyard webhook is at its concurrency limit; retry",
-        )
-            .into_response();
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let deadline = deadline(&uri);
-    let until = tokio::time::Instant::now() + deadline;
+    let deadline = deadline(&uri, inner.limits.max_deadline);
+    let started = tokio::time::Instant::now();
+    let until = started + deadline;
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return too_large(&inner.metrics, version, &mut body, until).await;
     }
-    let bytes =
-        match tokio::time::timeout(deadline, Limited::new(&mut body, MAX_BODY_BYTES).collect())
-            .await
-        {
-            Err(_) => {
-                inner.metrics.reject("deadline");
-                return text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("request body not received within the {deadline:?} deadline"),
-                );
-            }
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return too_large(&inner.metrics, version, &mut body, until).await;
-            }
-            Ok(Err(e)) => {
-                inner.metrics.reject("bad_request");
-                return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
+    let mut reservation = inner.bodies.reserve(peer.map(|Extension(p)| p.0.ip()));
+    let bytes = match tokio::time::timeout(deadline, read_body(&mut body, &mut reservation)).await {
+        Err(_) => {
+            inner.metrics.reject("deadline");
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("request body not received within the {deadline:?} deadline"),
+            );
+        }
+        Ok(Err(BodyError::TooLarge)) => {
+            return too_large(&inner.metrics, version, &mut body, until).await;
+        }
+        Ok(Err(BodyError::NoMemory)) => {
+            inner.metrics.reject("memory");
+            return retry_later("runyard webhook is at its memory limit for request bodies; retry");
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            inner.metrics.reject("bad_request");
+            return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let Ok(_permit) = inner.in_flight.try_acquire() else {
+        inner.metrics.reject("overloaded");
+        return retry_later("runyard webhook is at its concurrency limit; retry");
+    };
+    let remaining = deadline.saturating_sub(started.elapsed());
+    let Ok(Ok(_turn)) = tokio::time::timeout(remaining, inner.engine.acquire()).await else {
+        inner.metrics.reject("deadline");
+        return text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the review did not start within the {deadline:?} deadline"),
+        );
+    };
 
     let start = Instant::now();
     inner.metrics.in_flight.inc();
     let result = review::handle(&bytes, &inner.injector, inner.pools.as_ref());
     inner.metrics.in_flight.dec();
+    drop(bytes);
     match result {
         Ok(handled) => {
             let kind = handled.kind.label();
@@ -280,10 +410,16 @@ async fn mutate(
                     debug!(uid = %handled.uid, kind, dry_run = handled.dry_run, decision = handled.decision.label(), "reviewed")
                 }
             }
+            // The response is held against the budget until it is sent.
+            reservation.grow_to(handled.body.len());
+            let body = HeldBody {
+                inner: http_body_util::Full::new(bytes::Bytes::from(handled.body)),
+                _held: reservation,
+            };
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                handled.body,
+                Body::new(body),
             )
                 .into_response()
         }

@@ -6,7 +6,7 @@
 //! only a body that is not a readable AdmissionReview v1 is a [`ReviewError`]
 //! (HTTP 400).
 
-use crate::injection::{InjectError, Injector, Mutation, PoolSource, Requester, RunObject};
+use crate::injection::{limits, InjectError, Injector, Mutation, PoolSource, Requester, RunObject};
 use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -329,8 +329,20 @@ fn review_ephemeral(
 fn parse_object<T: serde::de::DeserializeOwned>(
     raw: &RawValue,
     field: &str,
-    kind: &str,
+    kind: &'static str,
 ) -> Result<T, Denial> {
+    // Sized up before it is built: the typed object can be many times the
+    // JSON (see `injection::limits`).
+    match limits::scan(kind, raw.get()) {
+        Ok(_) => {}
+        Err(limits::ScanError::TooLarge(e)) => return Err((e.reason(), e.to_string())),
+        Err(limits::ScanError::Json(e)) => {
+            return Err((
+                "invalid",
+                format!("runyard: request.{field} is not a valid {kind}: {e}"),
+            ))
+        }
+    }
     serde_json::from_str(raw.get()).map_err(|e| {
         (
             "invalid",

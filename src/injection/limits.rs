@@ -1,0 +1,492 @@
+//! Bounded work per review: how big a run object may be.
+//!
+//! Two layers. [`scan`] reads the raw JSON of a review's object *before* it
+//! is parsed into the typed Pod or Job (whose structs are far larger than the
+//! JSON that fills them: a 3-byte `{}` in `containers` is a ~2 KiB
+//! `Container`), and holds every review, whatever its pool, to the install-wide
+//! [`SCAN_LIMITS`] and [`MAX_OBJECT_VALUES`]: so the memory one review takes
+//! is bounded by its body size, whatever shape that body has. [`check`]
+//! then holds a run to its own pool's `spec.limits` (smaller, by default) on
+//! the typed object, for the webhook and `runyard inject` alike.
+
+use super::InjectError;
+use crate::crd::{RunLimits, WorkerPoolSpec};
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// Most JSON values (scalars, arrays, objects, map entries) in one object.
+/// Legitimate run objects have a few thousand; this bounds what the typed
+/// parse of unbounded small lists (tolerations, labels, ports...) costs.
+pub const MAX_OBJECT_VALUES: u64 = 100_000;
+
+/// The sizes [`RunLimits`] bounds, as counted on a run object.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// `containers` and `ephemeralContainers`.
+    pub containers: u64,
+    pub init_containers: u64,
+    /// `env` entries over all containers, init and ephemeral containers.
+    pub env_entries: u64,
+    pub volumes: u64,
+}
+
+impl Shape {
+    /// The shape of a typed pod spec.
+    pub fn of(spec: &PodSpec) -> Self {
+        let env = |c: &k8s_openapi::api::core::v1::Container| c.env.as_ref().map_or(0, Vec::len);
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
+        let ephemeral = spec.ephemeral_containers.as_deref().unwrap_or_default();
+        let count = |n: usize| n as u64;
+        Self {
+            containers: count(spec.containers.len() + ephemeral.len()),
+            init_containers: count(inits.len()),
+            env_entries: count(
+                spec.containers.iter().chain(inits).map(env).sum::<usize>()
+                    + ephemeral
+                        .iter()
+                        .map(|e| e.env.as_ref().map_or(0, Vec::len))
+                        .sum::<usize>(),
+            ),
+            volumes: count(spec.volumes.as_ref().map_or(0, Vec::len)),
+        }
+    }
+}
+
+/// Which of the maxima `[containers, init containers, env entries, volumes]`
+/// a shape exceeds (`None`: none).
+fn exceeded(shape: &Shape, max: [u32; 4]) -> Option<(&'static str, &'static str, u64, u32)> {
+    [
+        ("containers", "containers", shape.containers, max[0]),
+        (
+            "init containers",
+            "initContainers",
+            shape.init_containers,
+            max[1],
+        ),
+        ("env entries", "envEntries", shape.env_entries, max[2]),
+        ("volumes", "volumes", shape.volumes, max[3]),
+    ]
+    .into_iter()
+    .find(|(_, _, count, max)| *count > u64::from(*max))
+}
+
+/// A pool's limits in force, in [`exceeded`]'s order.
+fn pool_maxima(limits: &RunLimits) -> [u32; 4] {
+    [
+        limits.containers(),
+        limits.init_containers(),
+        limits.env_entries(),
+        limits.volumes(),
+    ]
+}
+
+/// What a run itself brought: the containers, volumes and env entries that
+/// runyard and the pool inject (by name) do not count, so an injected object
+/// (a pod from an injected template) is held to the same numbers as the
+/// object the user sent.
+pub fn own_shape(spec: &PodSpec, pool: &WorkerPoolSpec) -> Shape {
+    use crate::vocab::{
+        env, BINARIES_CACHE_VOLUME, INIT_CONTAINER, LAUNCHER_CONTAINER, PODINFO_VOLUME,
+        WORKSPACE_VOLUME,
+    };
+    let pod = &pool.pod;
+    let owned_containers: Vec<&str> = pod
+        .custom_init_containers
+        .iter()
+        .chain(&pod.additional_sidecar_containers)
+        .map(|c| c.name.as_str())
+        .chain([INIT_CONTAINER, LAUNCHER_CONTAINER])
+        .collect();
+    let owned_volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain([WORKSPACE_VOLUME, BINARIES_CACHE_VOLUME, PODINFO_VOLUME])
+        .collect();
+    let injected_env: Vec<&str> = [
+        env::RUN_ID,
+        env::POOL,
+        env::WORKSPACE,
+        env::WORKER,
+        env::NAMESPACE,
+        env::POD_NAME,
+        "PATH",
+    ]
+    .into_iter()
+    .chain(
+        pod.worker_container
+            .iter()
+            .flat_map(|w| w.env.iter().map(|e| e.name.as_str())),
+    )
+    .collect();
+    let own =
+        |c: &&k8s_openapi::api::core::v1::Container| !owned_containers.contains(&c.name.as_str());
+    let env_of = |vars: Option<&Vec<k8s_openapi::api::core::v1::EnvVar>>| {
+        vars.into_iter()
+            .flatten()
+            .filter(|e| !injected_env.contains(&e.name.as_str()))
+            .count() as u64
+    };
+    let inits: Vec<_> = spec.init_containers.iter().flatten().filter(own).collect();
+    let mains: Vec<_> = spec.containers.iter().filter(own).collect();
+    let ephemeral = spec.ephemeral_containers.as_deref().unwrap_or_default();
+    Shape {
+        containers: (mains.len() + ephemeral.len()) as u64,
+        init_containers: inits.len() as u64,
+        env_entries: inits
+            .iter()
+            .chain(&mains)
+            .map(|c| env_of(c.env.as_ref()))
+            .sum::<u64>()
+            + ephemeral
+                .iter()
+                .map(|e| env_of(e.env.as_ref()))
+                .sum::<u64>(),
+        volumes: spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| !owned_volumes.contains(&v.name.as_str()))
+            .count() as u64,
+    }
+}
+
+/// Holds a run object of `kind` to its pool's limits (counting what the run
+/// brought, see [`own_shape`]).
+pub fn check(
+    kind: &'static str,
+    spec: &PodSpec,
+    pool_name: &str,
+    pool: &WorkerPoolSpec,
+) -> Result<(), InjectError> {
+    match exceeded(&own_shape(spec, pool), pool_maxima(&pool.limits)) {
+        None => Ok(()),
+        Some((what, field, count, max)) => Err(InjectError::TooLarge {
+            kind,
+            what,
+            count,
+            max: u64::from(max),
+            limit: format!("pool {pool_name:?} allows at most {max} (spec.limits.{field})"),
+        }),
+    }
+}
+
+/// What [`scan`] holds every object to, before parsing (containers, init
+/// containers, env entries, volumes): twice what any pool may allow
+/// ([`crate::crd::HARD_LIMITS`]), so an object runyard injected (which also
+/// carries runyard's and the pool's containers, volumes and env) stays within.
+pub const SCAN_LIMITS: [u32; 4] = [500, 500, 10_000, 2000];
+
+/// Why [`scan`] refuses an object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    /// Not JSON (or nested deeper than the JSON parser allows).
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    /// Over an install-wide limit.
+    #[error(transparent)]
+    TooLarge(InjectError),
+}
+
+/// Reads the raw JSON of a `kind` (`Pod` or `Job`) object without building
+/// it, and refuses it if it exceeds [`SCAN_LIMITS`] or [`MAX_OBJECT_VALUES`].
+/// Costs no memory beyond the parser's nesting stack.
+pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
+    let json = |e: serde_json::Error| ScanError::Json(e.to_string());
+    let spec = match kind {
+        "Job" => serde_json::from_str::<JobShape>(raw)
+            .map_err(json)?
+            .spec
+            .and_then(|s| s.template)
+            .and_then(|t| t.spec),
+        _ => serde_json::from_str::<PodShape>(raw).map_err(json)?.spec,
+    };
+    let spec = spec.unwrap_or_default();
+    let shape = Shape {
+        containers: spec.containers.count + spec.ephemeral_containers.count,
+        init_containers: spec.init_containers.count,
+        env_entries: spec.containers.env + spec.init_containers.env + spec.ephemeral_containers.env,
+        volumes: spec.volumes.0,
+    };
+    if let Some((what, _, count, max)) = exceeded(&shape, SCAN_LIMITS) {
+        return Err(ScanError::TooLarge(InjectError::TooLarge {
+            kind,
+            what,
+            count,
+            max: u64::from(max),
+            limit: format!("runyard reviews objects of at most {max}"),
+        }));
+    }
+    let values = {
+        let mut d = serde_json::Deserializer::from_str(raw);
+        Count.deserialize(&mut d).map_err(json)?
+    };
+    if values > MAX_OBJECT_VALUES {
+        return Err(ScanError::TooLarge(InjectError::TooLarge {
+            kind,
+            what: "JSON values",
+            count: values,
+            max: MAX_OBJECT_VALUES,
+            limit: format!("runyard reviews objects of at most {MAX_OBJECT_VALUES}"),
+        }));
+    }
+    Ok(shape)
+}
+
+/// Counts every value of a JSON document (map entries count once more).
+struct Count;
+
+impl<'de> DeserializeSeed<'de> for Count {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> Visitor<'de> for CountVisitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_unit<E>(self) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut n: u64 = 1;
+        while let Some(m) = seq.next_element_seed(Count)? {
+            n = n.saturating_add(m);
+        }
+        Ok(n)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        // Kubernetes' strict decoding rejects duplicate keys; runyard does
+        // too, instead of guessing which one the API server meant.
+        let mut keys = std::collections::HashSet::new();
+        let mut n: u64 = 1;
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {:?}",
+                    truncated(&key)
+                )));
+            }
+            keys.insert(key);
+            n = n
+                .saturating_add(1)
+                .saturating_add(map.next_value_seed(Count)?);
+        }
+        Ok(n)
+    }
+}
+
+/// Kubernetes' own bounds on labels and annotations, checked before the
+/// engine copies them around: a label value of at most 63 characters, a key
+/// of at most 63 (and a prefix of at most 253), annotations of at most 256 KiB
+/// in total.
+pub fn check_metadata(kind: &'static str, meta: &ObjectMeta) -> Result<(), InjectError> {
+    let invalid = |detail: String| InjectError::Invalid(format!("the {kind}'s {detail}"));
+    for (key, value) in meta.labels.iter().flatten() {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        if name.is_empty() || name.len() > 63 || prefix.len() > 253 {
+            return Err(invalid(format!(
+                "label key {:?} is not a valid label key (a name of 1-63 characters, an optional prefix of at most 253)",
+                truncated(key)
+            )));
+        }
+        if value.len() > 63 {
+            return Err(invalid(format!(
+                "label {:?} has a value of {} characters; Kubernetes allows at most 63",
+                truncated(key),
+                value.len()
+            )));
+        }
+    }
+    let annotations: usize = meta
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotations > MAX_ANNOTATION_BYTES {
+        return Err(invalid(format!(
+            "annotations take {annotations} bytes; Kubernetes allows at most {MAX_ANNOTATION_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Kubernetes' limit on an object's annotations, keys and values together.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PodShape {
+    #[serde(default)]
+    spec: Option<SpecShape>,
+}
+
+#[derive(Deserialize)]
+struct JobShape {
+    #[serde(default)]
+    spec: Option<JobSpecShape>,
+}
+
+#[derive(Deserialize)]
+struct JobSpecShape {
+    #[serde(default)]
+    template: Option<TemplateShape>,
+}
+
+#[derive(Deserialize)]
+struct TemplateShape {
+    #[serde(default)]
+    spec: Option<SpecShape>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SpecShape {
+    #[serde(default)]
+    containers: Containers,
+    #[serde(default)]
+    init_containers: Containers,
+    #[serde(default)]
+    ephemeral_containers: Containers,
+    #[serde(default)]
+    volumes: Len,
+}
+
+/// A list of containers: how many, and their env entries. `null` is empty.
+#[derive(Default)]
+struct Containers {
+    count: u64,
+    env: u64,
+}
+
+#[derive(Deserialize)]
+struct ContainerShape {
+    #[serde(default)]
+    env: Len,
+}
+
+impl<'de> Deserialize<'de> for Containers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Containers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of containers")
+            }
+            fn visit_unit<E>(self) -> Result<Containers, E> {
+                Ok(Containers::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Containers, A::Error> {
+                let mut out = Containers::default();
+                while let Some(c) = seq.next_element::<Option<ContainerShape>>()? {
+                    out.count += 1;
+                    out.env += c.map_or(0, |c| c.env.0);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The length of a list (`null`: 0), its elements skipped.
+#[derive(Default)]
+struct Len(u64);
+
+impl<'de> Deserialize<'de> for Len {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Len;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_unit<E>(self) -> Result<Len, E> {
+                Ok(Len(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Len, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Len(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_counts_what_the_typed_object_holds() {
+        let pod = r#"{"metadata":{"labels":{"a":"b"}},"spec":{
+            "containers":[{"name":"a","env":[{"name":"X"},{"name":"Y"}]},{"name":"b"}],
+            "initContainers":[{"env":null}],"ephemeralContainers":null,
+            "volumes":[{"name":"v"},{"name":"w"},{}]}}"#;
+        let shape = scan("Pod", pod).expect("scan");
+        assert_eq!(
+            shape,
+            Shape {
+                containers: 2,
+                init_containers: 1,
+                env_entries: 2,
+                volumes: 3
+            }
+        );
+        let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_str(pod).expect("pod");
+        assert_eq!(Shape::of(typed.spec.as_ref().expect("spec")), shape);
+        let job = format!(r#"{{"spec":{{"template":{}}}}}"#, pod);
+        assert_eq!(scan("Job", &job).expect("scan"), shape);
+        assert_eq!(scan("Pod", "{}").expect("scan"), Shape::default());
+    }
+
+    #[test]
+    fn scan_refuses_what_no_pool_may_allow() {
+        let many = format!(
+            r#"{{"spec":{{"containers":[{}]}}}}"#,
+            vec!["{}"; 501].join(",")
+        );
+        let err = scan("Pod", &many).expect_err("too many");
+        assert!(err.to_string().contains("501 containers"), "{err}");
+        let values = format!(
+            r#"{{"spec":{{"tolerations":[{}]}}}}"#,
+            vec!["{}"; MAX_OBJECT_VALUES as usize].join(",")
+        );
+        let err = scan("Pod", &values).expect_err("too many values");
+        assert!(err.to_string().contains("JSON values"), "{err}");
+        assert!(matches!(scan("Pod", "[1,"), Err(ScanError::Json(_))));
+    }
+}
