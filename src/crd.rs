@@ -116,7 +116,9 @@ pub struct WorkerPoolSpec {
     /// `/*`) that containers added to run pods by other admission webhooks may use
     /// although their registry is not in `allowedRunnerImageHosts` (service-mesh
     /// proxies, secrets agents). A run's own container with such an image is allowed
-    /// too: the pool allows the image, not the host.
+    /// too: the pool allows the image, not the host. Containers with these images
+    /// are not workers: runyard leaves them as they are (the privilege policy still
+    /// applies) and does not wait for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_sidecar_images: Vec<String>,
     /// Settings applied to every run pod of this pool by the admission webhook.

@@ -587,6 +587,56 @@ async fn the_installed_webhook_injects_run_pods() {
         .expect_err("a user cannot start a queued run");
     assert!(err.to_string().contains("spec.suspend"), "{err}");
 
+    // A pool sidecar that never exits by itself (a cache, a database) does
+    // not keep the run alive: on 1.29+ it is a native sidecar, stopped by the
+    // kubelet once the worker is done; the Job completes and the worker is
+    // freed.
+    let mut sidecar_spec = WorkerPoolSpec {
+        pool_size: 1,
+        ..Default::default()
+    };
+    sidecar_spec.pod.additional_sidecar_containers =
+        vec![serde_json::from_value(serde_json::json!({
+            "name": "forever", "image": "busybox:1.36", "command": ["sleep", "3600"]
+        }))
+        .expect("sidecar")];
+    pools
+        .create(
+            &PostParams::default(),
+            &WorkerPool::new("with-sidecar", sidecar_spec),
+        )
+        .await
+        .expect("pool");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut with_sidecar = queued_job("with-sidecar-run", 1);
+    with_sidecar.metadata.labels =
+        Some([(LABEL_POOL.to_string(), "with-sidecar".to_string())].into());
+    if let Some(t) = with_sidecar
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.metadata.as_mut())
+    {
+        t.labels = Some([(LABEL_POOL.to_string(), "with-sidecar".to_string())].into());
+    }
+    jobs.create(&PostParams::default(), &with_sidecar)
+        .await
+        .expect("queued");
+    wait(Duration::from_secs(240), || async {
+        jobs.get("with-sidecar-run")
+            .await
+            .is_ok_and(|j| complete(&j))
+    })
+    .await;
+    let done = jobs.get("with-sidecar-run").await.expect("job");
+    assert_eq!(
+        done.annotations()
+            .get(runyard::vocab::ANNOTATION_RESULT)
+            .map(String::as_str),
+        Some("Succeeded"),
+        "{:?}",
+        done.metadata.annotations
+    );
+
     // `runyard submit` through the installed webhook and controller: the run
     // is queued, claimed, injected (init and launcher from the image), and
     // submit exits with the worker's exit code after printing its log.
@@ -619,13 +669,14 @@ async fn the_installed_webhook_injects_run_pods() {
     assert!(stdout.contains("hello from the worker"), "{stdout}");
     assert!(stdout.contains("\"exitCode\":3"), "{stdout}");
 
-    // The README's uninstall: runyard goes, the CRDs and every pool stay.
+    // The README's uninstall (of the cluster-wide install made above):
+    // runyard goes, the CRDs and every pool stay.
     kubectl(
         &kc,
         &[
             "delete",
             "-k",
-            &format!("{root}/webhook-config"),
+            &format!("{root}/webhook-config/cluster-wide"),
             "--timeout=180s",
         ],
     );

@@ -74,7 +74,12 @@ fn check_policy(
             .chain(&spec.containers)
             .filter(|c| !produced.containers.contains(c))
     };
-    policy::check_images(pool_name, &pool.allowed_runner_image_hosts, user())?;
+    policy::check_images(
+        pool_name,
+        &pool.allowed_runner_image_hosts,
+        &pool.allowed_sidecar_images,
+        user(),
+    )?;
     if !pool.pod.allow_privileged {
         policy::check_privilege(pool_name, meta.annotations.as_ref(), spec, user())?;
         let user_volumes = spec
@@ -143,10 +148,18 @@ pub fn inject(
     let env = runyard_env(ctx);
     let native = ctx.facts.sidecar_mode == SidecarMode::Native;
 
+    // Containers with an `allowedSidecarImages` image (what other webhooks
+    // add: a mesh proxy, a secrets agent) are not workers: left as they are,
+    // not waited for. The policy below still checks them.
+    let foreign = |c: &Container| {
+        c.image
+            .as_deref()
+            .is_some_and(|i| policy::sidecar_image_allowed(i, &ctx.pool.allowed_sidecar_images))
+    };
     let worker_names: Vec<String> = spec
         .containers
         .iter()
-        .filter(|c| !main_owned.contains(&c.name.as_str()))
+        .filter(|c| !main_owned.contains(&c.name.as_str()) && !foreign(c))
         .map(|c| c.name.clone())
         .collect();
     let path = worker_path(ctx.pool, meta);
@@ -155,11 +168,11 @@ pub fn inject(
         .init_containers
         .iter_mut()
         .flatten()
-        .filter(|c| !init_owned.contains(&c.name.as_str()))
+        .filter(|c| !init_owned.contains(&c.name.as_str()) && !foreign(c))
         .chain(
             spec.containers
                 .iter_mut()
-                .filter(|c| !main_owned.contains(&c.name.as_str())),
+                .filter(|c| !main_owned.contains(&c.name.as_str()) && !foreign(c)),
         );
     for c in workers {
         prepare_worker(c, &env, path.as_deref(), worker_settings, ctx.defaults)?;
@@ -660,8 +673,10 @@ fn prepare_worker(
 }
 
 /// Containers the pool contributes (custom init containers, additional
-/// sidecars) get runyard's env, the workspace mounts and default requests;
-/// their security settings are the operator's.
+/// sidecars) get runyard's env, the workspace mounts and default requests,
+/// and the `restricted` defaults where they set nothing (no privilege
+/// escalation, `drop: [ALL]`), as a run's containers do; a container the pool
+/// makes `privileged` (which needs `allowPrivileged`) keeps its own settings.
 fn prepare_pool_container(
     c: &mut Container,
     env: &[EnvVar],
@@ -670,6 +685,13 @@ fn prepare_pool_container(
     apply_env(c, env, &[]);
     apply_mounts(c, &workspace_mounts(false), &[])?;
     apply_resources(c, None, defaults);
+    let privileged = c
+        .security_context
+        .as_ref()
+        .is_some_and(|sc| sc.privileged == Some(true));
+    if !privileged {
+        policy::harden(c.security_context.get_or_insert_with(Default::default));
+    }
     Ok(())
 }
 

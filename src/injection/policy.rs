@@ -50,10 +50,65 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     })
 }
 
-/// Checks the images of the run's own containers against the pool's allowed hosts.
+/// The repository of an image reference, normalised like [`registry_host`]:
+/// no tag or digest, Docker Hub names in full (`alpine` is
+/// `docker.io/library/alpine`), the host lower-cased.
+pub fn image_repository(image: &str) -> String {
+    let name = image.split('@').next().unwrap_or(image);
+    // A tag is a `:` after the last `/` (a `:` before it is a host's port).
+    let name = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    };
+    let host = registry_host(name);
+    let path = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            rest.to_string()
+        }
+        _ => name.to_string(),
+    };
+    let path = if host == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    format!("{host}/{path}")
+}
+
+/// Whether `image` is matched by an `allowedSidecarImages` entry: the same
+/// repository (any tag or digest), or an entry `REPO_PREFIX/*` matching every
+/// repository below that prefix. An empty list matches nothing.
+pub fn sidecar_image_allowed(image: &str, allowed: &[String]) -> bool {
+    if allowed.is_empty() || image.trim().is_empty() {
+        return false;
+    }
+    let repo = image_repository(image);
+    allowed.iter().any(|entry| {
+        let entry = entry.trim();
+        match entry.strip_suffix("/*") {
+            Some(prefix) if !prefix.is_empty() => {
+                // Normalise the prefix as a repository (`library/` only for
+                // a bare Hub name, which a prefix never is).
+                let prefix = image_repository(&format!("{prefix}/x"));
+                let prefix = prefix.strip_suffix("/x").unwrap_or(&prefix);
+                repo.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+            }
+            Some(_) => false,
+            None => !entry.is_empty() && image_repository(entry) == repo,
+        }
+    })
+}
+
+/// Checks the images of the run's own containers against the pool's allowed
+/// hosts; images in `sidecar_images` (`allowedSidecarImages`) are allowed
+/// from any host.
 pub fn check_images<'a>(
     pool: &str,
     allowed: &[String],
+    sidecar_images: &[String],
     containers: impl Iterator<Item = &'a Container>,
 ) -> Result<(), InjectError> {
     for c in containers {
@@ -61,7 +116,7 @@ pub fn check_images<'a>(
             continue;
         };
         let host = registry_host(image);
-        if !host_allowed(&host, allowed) {
+        if !host_allowed(&host, allowed) && !sidecar_image_allowed(image, sidecar_images) {
             return Err(InjectError::ImageHostNotAllowed {
                 container: c.name.clone(),
                 image: image.to_string(),
@@ -334,5 +389,57 @@ mod tests {
         assert!(!host_allowed("docker.io", &allowed));
         assert!(host_allowed("docker.io", &["index.docker.io".to_string()]));
         assert!(host_allowed("anything", &[]));
+    }
+
+    #[test]
+    fn image_repositories_normalise() {
+        for (image, repo) in [
+            ("alpine", "docker.io/library/alpine"),
+            ("alpine:3.20", "docker.io/library/alpine"),
+            ("istio/proxyv2:1.24.0", "docker.io/istio/proxyv2"),
+            (
+                "index.docker.io/istio/proxyv2@sha256:ab",
+                "docker.io/istio/proxyv2",
+            ),
+            (
+                "registry.local:5000/mesh/agent:2",
+                "registry.local:5000/mesh/agent",
+            ),
+            ("registry.local:5000/agent", "registry.local:5000/agent"),
+            ("GCR.io/Mesh/agent", "gcr.io/Mesh/agent"),
+        ] {
+            assert_eq!(image_repository(image), repo, "{image}");
+        }
+    }
+
+    #[test]
+    fn sidecar_images_match_a_repository_or_a_prefix() {
+        let allowed: Vec<String> = ["docker.io/istio/proxyv2", "gcr.io/mesh/*", "vault:1.15"]
+            .map(String::from)
+            .into();
+        for image in [
+            "istio/proxyv2:1.24.0",
+            "docker.io/istio/proxyv2@sha256:ab",
+            "gcr.io/mesh/agent:1",
+            "gcr.io/mesh/deep/agent",
+            "vault",
+            "library/vault:1.16",
+        ] {
+            assert!(sidecar_image_allowed(image, &allowed), "{image}");
+        }
+        for image in [
+            "istio/proxyv2-evil:1",
+            "evil.io/istio/proxyv2:1",
+            "gcr.io/mesh",
+            "gcr.io/meshy/agent",
+            "gcr.io/other/mesh/agent",
+            "hashicorp/vault",
+            "",
+        ] {
+            assert!(!sidecar_image_allowed(image, &allowed), "{image}");
+        }
+        assert!(!sidecar_image_allowed("alpine", &[]));
+        assert!(!sidecar_image_allowed("alpine", &["/*".to_string()]));
+        assert!(!sidecar_image_allowed("alpine", &["".to_string()]));
     }
 }

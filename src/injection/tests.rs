@@ -855,6 +855,135 @@ fn image_hosts_are_enforced_with_docker_hub_normalisation() {
     assert!(injector().mutate(&new, "ci", &pools).is_ok());
 }
 
+/// Issue 11.6: containers other webhooks add after runyard (on
+/// reinvocation) may use `allowedSidecarImages` images from hosts the pool
+/// does not allow; they are not workers (left untouched, not waited for) and
+/// still held to the privilege policy. A run's own container from a
+/// disallowed host is still denied.
+#[test]
+fn other_webhooks_containers_pass_with_allowed_sidecar_images_only() {
+    let pools = pool(
+        "builders",
+        WorkerPoolSpec {
+            allowed_runner_image_hosts: vec!["ghcr.io".into()],
+            allowed_sidecar_images: vec!["docker.io/istio/proxyv2".into(), "gcr.io/mesh/*".into()],
+            ..Default::default()
+        },
+    );
+    let injected =
+        mutated_pod(injector().mutate(&run_pod(vec![worker("w", "ghcr.io/a/b:1")]), "ci", &pools));
+    // The mesh's webhook adds its proxy (native sidecar) and an agent.
+    let mut meshed = injected.clone();
+    let spec = meshed.spec.as_mut().expect("spec");
+    let proxy = Container {
+        restart_policy: Some("Always".into()),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(1337),
+            ..Default::default()
+        }),
+        ..worker("istio-proxy", "docker.io/istio/proxyv2:1.24.0")
+    };
+    spec.init_containers
+        .get_or_insert_with(Vec::new)
+        .push(proxy);
+    spec.containers.push(worker("agent", "gcr.io/mesh/agent:2"));
+    // Reinvoked: nothing to change, the added containers are not workers.
+    assert_eq!(
+        injector().mutate_as(meshed.clone(), "ci", &pools, Requester::User),
+        Ok(Mutation::Unchanged)
+    );
+    let launcher = spec_of(&meshed)
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "launcher")
+        .expect("launcher");
+    assert_eq!(
+        env_value(launcher, "RUNYARD_WORKER_CONTAINERS").and_then(|e| e.value.as_deref()),
+        Some("w")
+    );
+    // The same containers on a first CREATE are admitted too, untouched.
+    let mut first = run_pod(vec![worker("w", "ghcr.io/a/b:1")]);
+    first
+        .spec
+        .as_mut()
+        .expect("spec")
+        .containers
+        .push(worker("agent", "gcr.io/mesh/agent:2"));
+    let new = mutated_pod(injector().mutate(&first, "ci", &pools));
+    let agent = spec_of(&new)
+        .containers
+        .iter()
+        .find(|c| c.name == "agent")
+        .expect("agent");
+    assert_eq!(agent, &worker("agent", "gcr.io/mesh/agent:2"));
+    // Anything else from a disallowed host is still denied, also on reinvocation.
+    for image in [
+        "docker.io/istio/proxyv2-evil:1",
+        "evil.io/istio/proxyv2:1",
+        "alpine",
+    ] {
+        let mut added = injected.clone();
+        added
+            .spec
+            .as_mut()
+            .expect("spec")
+            .containers
+            .push(worker("sneaky", image));
+        let err = injector().mutate(&added, "ci", &pools).expect_err(image);
+        assert!(
+            matches!(err, InjectError::ImageHostNotAllowed { .. }),
+            "{image}: {err}"
+        );
+    }
+    // The privilege policy holds for them.
+    let mut privileged = injected.clone();
+    privileged
+        .spec
+        .as_mut()
+        .expect("spec")
+        .containers
+        .push(Container {
+            security_context: Some(SecurityContext {
+                privileged: Some(true),
+                ..Default::default()
+            }),
+            ..worker("agent", "gcr.io/mesh/agent:2")
+        });
+    assert!(matches!(
+        injector().mutate(&privileged, "ci", &pools),
+        Err(InjectError::PrivilegeNotAllowed { .. })
+    ));
+}
+
+/// Pool sidecars get the `restricted` defaults where they set nothing.
+#[test]
+fn pool_sidecars_are_hardened_where_they_set_nothing() {
+    let mut spec = WorkerPoolSpec::default();
+    spec.pod.additional_sidecar_containers = vec![Container {
+        command: Some(vec!["redis-server".into()]),
+        ..worker("redis", "redis:7.4")
+    }];
+    let pools = pool("builders", spec);
+    let new = mutated_pod(injector().mutate(&run_pod(vec![worker("w", "alpine")]), "ci", &pools));
+    let redis = spec_of(&new)
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "redis")
+        .expect("redis");
+    let sc = redis.security_context.clone().expect("sc");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        injector().mutate(&new, "ci", &pools),
+        Ok(Mutation::Unchanged)
+    );
+}
+
 #[test]
 fn privileged_runs_need_an_opt_in() {
     let mut c = worker("w", "alpine");

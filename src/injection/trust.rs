@@ -280,6 +280,7 @@ pub(crate) fn review_pod_update(
         policy::check_images(
             pool_name,
             &pool.allowed_runner_image_hosts,
+            &pool.allowed_sidecar_images,
             std::iter::once(&probe),
         )?;
     }
@@ -325,9 +326,12 @@ pub(crate) fn review_ephemeral(
             security_context: e.security_context.clone(),
             ..Container::default()
         };
+        // Not `allowedSidecarImages`: those are for containers other
+        // webhooks add at creation, not for debugging sessions.
         policy::check_images(
             pool_name,
             &pool.allowed_runner_image_hosts,
+            &[],
             std::iter::once(&as_container),
         )?;
         if !pool.pod.allow_privileged {
