@@ -229,3 +229,53 @@ fn a_file_entry_without_a_name_is_refused_and_the_directory_stays() {
         assert!(into.is_dir(), "{name:?}: the directory stays");
     }
 }
+
+/// Found by the `review` target after 8.9 million runs (a bug in the target,
+/// not the handler): a lone surrogate escape (`"\uDEEB"`) in a field the
+/// handler never reads (the crash had it in an UPDATE's `oldObject`) is
+/// skipped by serde without validation, so the review is answered like any
+/// other; in the object it reads, it is a clear denial. The API server never
+/// sends one (Go's encoder writes U+FFFD); what matters is a clear answer.
+#[test]
+fn a_lone_surrogate_is_answered_clearly() {
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "j", "labels": {"runyard.dev/pool": "builders"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "w", "image": "alpine"}]}}}});
+    let native = Injector::with_run_ids(ClusterFacts::default(), || {
+        "01jfuzzreg00000000000000000".into()
+    });
+    let with_surrogate = |mut review: Value, at: &str| {
+        let target = review
+            .pointer_mut(at)
+            .and_then(Value::as_object_mut)
+            .expect("object");
+        target.insert("SURROGATE".into(), json!("x"));
+        let body = review
+            .to_string()
+            .replace("\"SURROGATE\"", "\"\\uDEEB\"");
+        assert!(serde_json::from_str::<Value>(&body).is_err(), "not valid for a Value");
+        body
+    };
+    let review: Value = serde_json::from_slice(&review_of("Job", job)).expect("json");
+    // In a field the handler skips: answered, patched.
+    let mut skipped = review.clone();
+    skipped["request"]["options"] = json!({"kind": "CreateOptions"});
+    let body = with_surrogate(skipped, "/request/options");
+    let handled = review::handle(body.as_bytes(), &native, &pools()).expect("answered");
+    assert_eq!(handled.decision, Decision::Patched);
+    let response: Value = serde_json::from_slice(&handled.body).expect("response JSON");
+    assert_eq!(response["response"]["allowed"], true);
+    // In the object: denied, saying where.
+    let body = with_surrogate(review, "/request/object/metadata");
+    let handled = review::handle(body.as_bytes(), &native, &pools()).expect("answered");
+    let response: Value = serde_json::from_slice(&handled.body).expect("response JSON");
+    assert_eq!(response["response"]["allowed"], false);
+    let message = response["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("not a valid Job") && message.contains("surrogate"),
+        "{message}"
+    );
+}

@@ -29,10 +29,13 @@ fn check(data: &[u8], container_mode: bool) {
     let response: Value = serde_json::from_slice(&handled.body).expect("the response is JSON");
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(response["kind"], "AdmissionReview");
-    // Fields the handler skips unread may hold invalid UTF-8 (serde skips
-    // them without validating); the ones it reads were validated.
-    let request: Value = serde_json::from_str(&String::from_utf8_lossy(data))
-        .expect("an answered body is JSON");
+    // Fields the handler skips unread may hold invalid UTF-8 or a lone
+    // surrogate escape (`"\uDEEB"`: serde skips both without validating);
+    // the ones it reads were validated. Such a body cannot be re-read as a
+    // `Value` here, so there is nothing to compare against.
+    let Ok(request) = serde_json::from_str::<Value>(&String::from_utf8_lossy(data)) else {
+        return;
+    };
     assert_eq!(
         response["response"]["uid"].as_str(),
         Some(handled.uid.as_str())
