@@ -251,10 +251,11 @@ fn a_lone_surrogate_is_answered_clearly() {
             .and_then(Value::as_object_mut)
             .expect("object");
         target.insert("SURROGATE".into(), json!("x"));
-        let body = review
-            .to_string()
-            .replace("\"SURROGATE\"", "\"\\uDEEB\"");
-        assert!(serde_json::from_str::<Value>(&body).is_err(), "not valid for a Value");
+        let body = review.to_string().replace("\"SURROGATE\"", "\"\\uDEEB\"");
+        assert!(
+            serde_json::from_str::<Value>(&body).is_err(),
+            "not valid for a Value"
+        );
         body
     };
     let review: Value = serde_json::from_slice(&review_of("Job", job)).expect("json");

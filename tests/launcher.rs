@@ -388,6 +388,31 @@ async fn zip_bombs_and_entry_floods_fail_before_anything_is_written() {
 /// workspace: links planted there must not lead `init` (which may write the
 /// binaries cache; workers may not) to overwrite a cached tool.
 #[cfg(unix)]
+
+/// `launcher init` succeeded, and the planted link made it write nothing
+/// into the cache: the cached tool is intact, nothing was unpacked beside it.
+fn init_succeeded_and_left_the_cache_alone(
+    out: &std::process::Output,
+    cached: &std::path::Path,
+    cached_dir: &std::path::Path,
+) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(cached).expect("cached"),
+        TOOL,
+        "cache untouched"
+    );
+    assert_eq!(
+        std::fs::read_dir(cached_dir).expect("dir").count(),
+        1,
+        "nothing unpacked into the cache"
+    );
+}
+
 #[tokio::test]
 async fn links_planted_in_the_workspace_are_never_followed() {
     use std::os::unix::fs::symlink;
@@ -409,21 +434,7 @@ async fn links_planted_in_the_workspace_are_never_followed() {
     // The source directory is a link into the cache.
     symlink(&cached_dir, pod.path("workspace/source")).expect("plant");
     let out = pod.init(&s, cache.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::read(&cached).expect("cached"),
-        TOOL,
-        "cache untouched"
-    );
-    assert_eq!(
-        std::fs::read_dir(&cached_dir).expect("dir").count(),
-        1,
-        "nothing unpacked into the cache"
-    );
+    init_succeeded_and_left_the_cache_alone(&out, &cached, &cached_dir);
     let source = std::fs::symlink_metadata(pod.path("workspace/source")).expect("source");
     assert!(source.is_dir(), "a real directory now");
     assert_eq!(
@@ -436,17 +447,7 @@ async fn links_planted_in_the_workspace_are_never_followed() {
     std::fs::create_dir_all(pod.path("workspace")).expect("workspace");
     symlink(&cached_dir, pod.path("workspace/.runyard")).expect("plant");
     let out = pod.init(&s, cache.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::read(&cached).expect("cached"),
-        TOOL,
-        "cache untouched"
-    );
-    assert_eq!(std::fs::read_dir(&cached_dir).expect("dir").count(), 1);
+    init_succeeded_and_left_the_cache_alone(&out, &cached, &cached_dir);
     assert!(
         std::fs::symlink_metadata(pod.path("workspace/.runyard/run.json"))
             .expect("run.json")
