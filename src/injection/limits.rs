@@ -195,15 +195,45 @@ pub enum ScanError {
 /// it, and refuses it if it exceeds [`SCAN_LIMITS`] or [`MAX_OBJECT_VALUES`].
 /// Costs no memory beyond the parser's nesting stack.
 pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
+    scan_object(kind, raw).map(|s| s.shape)
+}
+
+/// What [`scan_object`] read off a raw object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    pub shape: Shape,
+    /// Where the value of the object's `metadata.managedFields` is in the raw
+    /// JSON (byte range), if it is a list: runyard never
+    /// reads or patches managed fields, so the typed parse can skip them.
+    pub managed_fields: Option<std::ops::Range<usize>>,
+}
+
+/// [`scan`], also locating `metadata.managedFields`.
+pub fn scan_object(kind: &'static str, raw: &str) -> Result<Scanned, ScanError> {
     let json = |e: serde_json::Error| ScanError::Json(e.to_string());
-    let spec = match kind {
-        "Job" => serde_json::from_str::<JobShape>(raw)
-            .map_err(json)?
-            .spec
-            .and_then(|s| s.template)
-            .and_then(|t| t.spec),
-        _ => serde_json::from_str::<PodShape>(raw).map_err(json)?.spec,
+    let (metadata, spec) = match kind {
+        "Job" => {
+            let job = serde_json::from_str::<JobShape<'_>>(raw).map_err(json)?;
+            (
+                job.metadata,
+                job.spec.and_then(|s| s.template).and_then(|t| t.spec),
+            )
+        }
+        _ => {
+            let pod = serde_json::from_str::<PodShape<'_>>(raw).map_err(json)?;
+            (pod.metadata, pod.spec)
+        }
     };
+    // Only a list is skipped: anything else is left for the typed parse to
+    // refuse.
+    let managed_fields = metadata
+        .and_then(|m| m.managed_fields)
+        .filter(|v| v.get().starts_with('['))
+        .map(|v| {
+            // The raw value borrows from `raw`: its offset is its address's.
+            let start = v.get().as_ptr() as usize - raw.as_ptr() as usize;
+            start..start + v.get().len()
+        });
     let spec = spec.unwrap_or_default();
     let shape = Shape {
         containers: spec.containers.count + spec.ephemeral_containers.count,
@@ -233,7 +263,10 @@ pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
             limit: format!("runyard reviews objects of at most {MAX_OBJECT_VALUES}"),
         }));
     }
-    Ok(shape)
+    Ok(Scanned {
+        shape,
+        managed_fields,
+    })
 }
 
 /// Counts every value of a JSON document (map entries count once more).
@@ -280,22 +313,60 @@ impl<'de> Visitor<'de> for CountVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
         // Kubernetes' strict decoding rejects duplicate keys; runyard does
-        // too, instead of guessing which one the API server meant.
-        let mut keys = std::collections::HashSet::new();
+        // too, instead of guessing which one the API server meant. Keys are
+        // borrowed from the body where they need no unescaping; small maps
+        // (nearly all) are checked by a linear search, large ones by a set.
+        const SMALL: usize = 16;
+        let mut small: Vec<Key<'de>> = Vec::new();
+        let mut large: std::collections::HashSet<Key<'de>> = std::collections::HashSet::new();
         let mut n: u64 = 1;
-        while let Some(key) = map.next_key::<String>()? {
-            if keys.contains(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "duplicate key {:?}",
-                    truncated(&key)
-                )));
+        let duplicate = |key: &Key<'_>| {
+            serde::de::Error::custom(format!("duplicate key {:?}", truncated(&key.0)))
+        };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if large.is_empty() && small.len() < SMALL {
+                if small.contains(&key) {
+                    return Err(duplicate(&key));
+                }
+                small.push(key);
+            } else {
+                large.extend(small.drain(..));
+                if large.contains(&key) {
+                    return Err(duplicate(&key));
+                }
+                large.insert(key);
             }
-            keys.insert(key);
             n = n
                 .saturating_add(1)
                 .saturating_add(map.next_value_seed(Count)?);
         }
         Ok(n)
+    }
+}
+
+/// A map key of the scanned JSON, borrowed where it is not escaped.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -346,15 +417,25 @@ fn truncated(s: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct PodShape {
+struct PodShape<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<MetaShape<'a>>,
     #[serde(default)]
     spec: Option<SpecShape>,
 }
 
 #[derive(Deserialize)]
-struct JobShape {
+struct JobShape<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<MetaShape<'a>>,
     #[serde(default)]
     spec: Option<JobSpecShape>,
+}
+
+#[derive(Deserialize)]
+struct MetaShape<'a> {
+    #[serde(rename = "managedFields", borrow, default)]
+    managed_fields: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -471,6 +552,17 @@ mod tests {
         let job = format!(r#"{{"spec":{{"template":{}}}}}"#, pod);
         assert_eq!(scan("Job", &job).expect("scan"), shape);
         assert_eq!(scan("Pod", "{}").expect("scan"), Shape::default());
+    }
+
+    #[test]
+    fn scan_locates_managed_fields() {
+        let pod = r#"{"metadata":{"name":"p","managedFields":[{"manager":"m"}],"labels":{}}}"#;
+        let scanned = scan_object("Pod", pod).expect("scan");
+        let range = scanned.managed_fields.expect("located");
+        assert_eq!(&pod[range], r#"[{"manager":"m"}]"#);
+        let job = r#"{"metadata":{"managedFields":null},"spec":{}}"#;
+        assert_eq!(scan_object("Job", job).expect("scan").managed_fields, None);
+        assert_eq!(scan_object("Pod", "{}").expect("scan").managed_fields, None);
     }
 
     #[test]
