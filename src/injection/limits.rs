@@ -13,7 +13,7 @@ use super::InjectError;
 use crate::crd::{RunLimits, WorkerPoolSpec};
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 
@@ -208,39 +208,29 @@ pub struct Scanned {
     pub managed_fields: Option<std::ops::Range<usize>>,
 }
 
-/// [`scan`], also locating `metadata.managedFields`.
+/// [`scan`], also locating `metadata.managedFields`: one pass over the raw
+/// JSON that counts its values, checks for duplicate keys and tallies the
+/// shape at the paths it is read at.
 pub fn scan_object(kind: &'static str, raw: &str) -> Result<Scanned, ScanError> {
     let json = |e: serde_json::Error| ScanError::Json(e.to_string());
-    let (metadata, spec) = match kind {
-        "Job" => {
-            let job = serde_json::from_str::<JobShape<'_>>(raw).map_err(json)?;
-            (
-                job.metadata,
-                job.spec.and_then(|s| s.template).and_then(|t| t.spec),
-            )
-        }
-        _ => {
-            let pod = serde_json::from_str::<PodShape<'_>>(raw).map_err(json)?;
-            (pod.metadata, pod.spec)
-        }
+    let mut tally = Tally {
+        base: raw.as_ptr() as usize,
+        job: kind == "Job",
+        shape: Shape::default(),
+        managed_fields: None,
     };
-    // Only a list is skipped: anything else is left for the typed parse to
-    // refuse.
-    let managed_fields = metadata
-        .and_then(|m| m.managed_fields)
-        .filter(|v| v.get().starts_with('['))
-        .map(|v| {
-            // The raw value borrows from `raw`: its offset is its address's.
-            let start = v.get().as_ptr() as usize - raw.as_ptr() as usize;
-            start..start + v.get().len()
-        });
-    let spec = spec.unwrap_or_default();
-    let shape = Shape {
-        containers: spec.containers.count + spec.ephemeral_containers.count,
-        init_containers: spec.init_containers.count,
-        env_entries: spec.containers.env + spec.init_containers.env + spec.ephemeral_containers.env,
-        volumes: spec.volumes.0,
+    let values = {
+        let mut d = serde_json::Deserializer::from_str(raw);
+        let values = Count {
+            tally: &mut tally,
+            at: At::Root,
+        }
+        .deserialize(&mut d)
+        .map_err(json)?;
+        d.end().map_err(json)?;
+        values
     };
+    let shape = tally.shape;
     if let Some((what, _, count, max)) = exceeded(&shape, SCAN_LIMITS) {
         return Err(ScanError::TooLarge(InjectError::TooLarge {
             kind,
@@ -250,10 +240,6 @@ pub fn scan_object(kind: &'static str, raw: &str) -> Result<Scanned, ScanError> 
             limit: format!("runyard reviews objects of at most {max}"),
         }));
     }
-    let values = {
-        let mut d = serde_json::Deserializer::from_str(raw);
-        Count.deserialize(&mut d).map_err(json)?
-    };
     if values > MAX_OBJECT_VALUES {
         return Err(ScanError::TooLarge(InjectError::TooLarge {
             kind,
@@ -265,53 +251,160 @@ pub fn scan_object(kind: &'static str, raw: &str) -> Result<Scanned, ScanError> 
     }
     Ok(Scanned {
         shape,
-        managed_fields,
+        managed_fields: tally.managed_fields,
     })
 }
 
-/// Counts every value of a JSON document (map entries count once more).
-struct Count;
+/// What one scan has found so far.
+struct Tally {
+    /// Address of the raw JSON, to turn borrowed slices into offsets.
+    base: usize,
+    job: bool,
+    shape: Shape,
+    managed_fields: Option<std::ops::Range<usize>>,
+}
 
-impl<'de> DeserializeSeed<'de> for Count {
-    type Value = u64;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        d.deserialize_any(CountVisitor)
+/// Where in a run object a value is (the paths the shape is counted at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Root,
+    Metadata,
+    /// A Job's `spec`.
+    JobSpec,
+    /// A Job's `spec.template`.
+    Template,
+    /// The pod spec (a Pod's `spec`, a Job's `spec.template.spec`).
+    PodSpec,
+    /// `containers` and `ephemeralContainers` (`init: false`) or
+    /// `initContainers` of the pod spec.
+    Containers {
+        init: bool,
+    },
+    Container,
+    Env,
+    Volumes,
+    Other,
+}
+
+impl At {
+    /// Where the member `key` of an object at `self` is.
+    fn member(self, key: &str, job: bool) -> At {
+        match (self, key) {
+            (At::Root, "metadata") => At::Metadata,
+            (At::Root, "spec") if job => At::JobSpec,
+            (At::Root, "spec") => At::PodSpec,
+            (At::JobSpec, "template") => At::Template,
+            (At::Template, "spec") => At::PodSpec,
+            (At::PodSpec, "containers" | "ephemeralContainers") => At::Containers { init: false },
+            (At::PodSpec, "initContainers") => At::Containers { init: true },
+            (At::PodSpec, "volumes") => At::Volumes,
+            (At::Container, "env") => At::Env,
+            _ => At::Other,
+        }
+    }
+
+    /// Lists the shape counts: nothing but a list (or `null`) is expected.
+    fn is_list(self) -> bool {
+        matches!(self, At::Containers { .. } | At::Env | At::Volumes)
+    }
+
+    /// Objects the shape is read from: nothing but an object (or `null`).
+    fn is_object(self) -> bool {
+        matches!(
+            self,
+            At::Root | At::JobSpec | At::Template | At::PodSpec | At::Container
+        )
     }
 }
 
-struct CountVisitor;
+/// Counts every value of a JSON document (map entries count once more), and
+/// tallies the shape.
+struct Count<'t> {
+    tally: &'t mut Tally,
+    at: At,
+}
 
-impl<'de> Visitor<'de> for CountVisitor {
+impl<'de> DeserializeSeed<'de> for Count<'_> {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Count<'_> {
+    fn scalar<E: serde::de::Error>(&self, unexpected: serde::de::Unexpected) -> Result<u64, E> {
+        if self.at.is_list() || self.at.is_object() {
+            return Err(E::invalid_type(unexpected, self));
+        }
+        Ok(1)
+    }
+}
+
+impl<'de> Visitor<'de> for Count<'_> {
     type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str(match self.at {
+            At::Containers { .. } => "a list of containers",
+            At::Env | At::Volumes => "a list",
+            At::Root | At::JobSpec | At::Template | At::PodSpec | At::Container => "an object",
+            At::Metadata | At::Other => "any JSON value",
+        })
     }
-    fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
-        Ok(1)
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<u64, E> {
-        Ok(1)
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Signed(v))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<u64, E> {
-        Ok(1)
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Unsigned(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<u64, E> {
-        Ok(1)
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Float(v))
     }
-    fn visit_str<E>(self, _: &str) -> Result<u64, E> {
-        Ok(1)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Str(v))
     }
     fn visit_unit<E>(self) -> Result<u64, E> {
         Ok(1)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        if self.at.is_object() {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Seq,
+                &self,
+            ));
+        }
+        let element = match self.at {
+            At::Containers { .. } => At::Container,
+            _ => At::Other,
+        };
         let mut n: u64 = 1;
-        while let Some(m) = seq.next_element_seed(Count)? {
+        let mut len: u64 = 0;
+        while let Some(m) = seq.next_element_seed(Count {
+            tally: &mut *self.tally,
+            at: element,
+        })? {
             n = n.saturating_add(m);
+            len += 1;
+        }
+        let shape = &mut self.tally.shape;
+        match self.at {
+            At::Containers { init: false } => shape.containers += len,
+            At::Containers { init: true } => shape.init_containers += len,
+            At::Env => shape.env_entries += len,
+            At::Volumes => shape.volumes += len,
+            _ => {}
         }
         Ok(n)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        if self.at.is_list() {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Map,
+                &self,
+            ));
+        }
         // Kubernetes' strict decoding rejects duplicate keys; runyard does
         // too, instead of guessing which one the API server meant. Keys are
         // borrowed from the body where they need no unescaping; small maps
@@ -324,6 +417,8 @@ impl<'de> Visitor<'de> for CountVisitor {
             serde::de::Error::custom(format!("duplicate key {:?}", truncated(&key.0)))
         };
         while let Some(key) = map.next_key::<Key<'de>>()? {
+            let at = self.at.member(&key.0, self.tally.job);
+            let managed = self.at == At::Metadata && key.0 == "managedFields";
             if large.is_empty() && small.len() < SMALL {
                 if small.contains(&key) {
                     return Err(duplicate(&key));
@@ -336,9 +431,23 @@ impl<'de> Visitor<'de> for CountVisitor {
                 }
                 large.insert(key);
             }
-            n = n
-                .saturating_add(1)
-                .saturating_add(map.next_value_seed(Count)?);
+            let value = if managed {
+                // Never built (see `Scanned::managed_fields`): located, not
+                // counted. Anything but a list is left to the typed parse.
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                let text = raw.get();
+                if text.starts_with('[') {
+                    let start = text.as_ptr() as usize - self.tally.base;
+                    self.tally.managed_fields = Some(start..start + text.len());
+                }
+                1
+            } else {
+                map.next_value_seed(Count {
+                    tally: &mut *self.tally,
+                    at,
+                })?
+            };
+            n = n.saturating_add(1).saturating_add(value);
         }
         Ok(n)
     }
@@ -413,117 +522,6 @@ fn truncated(s: &str) -> String {
     match s.char_indices().nth(64) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
-    }
-}
-
-#[derive(Deserialize)]
-struct PodShape<'a> {
-    #[serde(borrow, default)]
-    metadata: Option<MetaShape<'a>>,
-    #[serde(default)]
-    spec: Option<SpecShape>,
-}
-
-#[derive(Deserialize)]
-struct JobShape<'a> {
-    #[serde(borrow, default)]
-    metadata: Option<MetaShape<'a>>,
-    #[serde(default)]
-    spec: Option<JobSpecShape>,
-}
-
-#[derive(Deserialize)]
-struct MetaShape<'a> {
-    #[serde(rename = "managedFields", borrow, default)]
-    managed_fields: Option<&'a serde_json::value::RawValue>,
-}
-
-#[derive(Deserialize)]
-struct JobSpecShape {
-    #[serde(default)]
-    template: Option<TemplateShape>,
-}
-
-#[derive(Deserialize)]
-struct TemplateShape {
-    #[serde(default)]
-    spec: Option<SpecShape>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct SpecShape {
-    #[serde(default)]
-    containers: Containers,
-    #[serde(default)]
-    init_containers: Containers,
-    #[serde(default)]
-    ephemeral_containers: Containers,
-    #[serde(default)]
-    volumes: Len,
-}
-
-/// A list of containers: how many, and their env entries. `null` is empty.
-#[derive(Default)]
-struct Containers {
-    count: u64,
-    env: u64,
-}
-
-#[derive(Deserialize)]
-struct ContainerShape {
-    #[serde(default)]
-    env: Len,
-}
-
-impl<'de> Deserialize<'de> for Containers {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Containers;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of containers")
-            }
-            fn visit_unit<E>(self) -> Result<Containers, E> {
-                Ok(Containers::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Containers, A::Error> {
-                let mut out = Containers::default();
-                while let Some(c) = seq.next_element::<Option<ContainerShape>>()? {
-                    out.count += 1;
-                    out.env += c.map_or(0, |c| c.env.0);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The length of a list (`null`: 0), its elements skipped.
-#[derive(Default)]
-struct Len(u64);
-
-impl<'de> Deserialize<'de> for Len {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Len;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list")
-            }
-            fn visit_unit<E>(self) -> Result<Len, E> {
-                Ok(Len(0))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Len, A::Error> {
-                let mut n = 0;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    n += 1;
-                }
-                Ok(Len(n))
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 

@@ -489,18 +489,90 @@ fn at_pod_spec(
     }
 }
 
-/// The patch from `old` to `new`, equal to `diff` of their JSON forms.
+type StringMap = std::collections::BTreeMap<String, String>;
+
+/// Diffs an optional string map field `name` (labels, annotations) of the
+/// struct at `path`, key by key as `diff` does for JSON objects.
+fn diff_string_map(
+    path: &mut Pointer,
+    name: &str,
+    old: Option<&StringMap>,
+    new: Option<&StringMap>,
+    ops: &mut Ops,
+) -> Result<(), SerError> {
+    if old == new {
+        return Ok(());
+    }
+    path.push_back(name);
+    let result = (|| match (old, new) {
+        (None, None) => Ok(()),
+        (None, Some(n)) => ops.add(path, n),
+        (Some(_), None) => ops.remove(path),
+        (Some(o), Some(n)) => {
+            for (key, old_value) in o {
+                path.push_back(key);
+                match n.get(key) {
+                    Some(new_value) if new_value != old_value => ops.replace(path, new_value)?,
+                    Some(_) => {}
+                    None => ops.remove(path)?,
+                }
+                path.pop_back();
+            }
+            for (key, new_value) in n {
+                if !o.contains_key(key) {
+                    path.push_back(key);
+                    ops.add(path, new_value)?;
+                    path.pop_back();
+                }
+            }
+            Ok(())
+        }
+    })();
+    path.pop_back();
+    result
+}
+
+/// The patch from `old` to `new`, equal to `diff` of their JSON forms. The
+/// labels and annotations (all the engine changes in the Pod's metadata) are
+/// diffed typed, so the rest of the metadata is only compared, not serialised.
 pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<JsonPatch, SerError> {
     let mut ops = Ops::default();
-    split_diff(
-        &mut Pointer::default(),
-        &mut old,
-        new,
-        |p| p.spec.take(),
-        |p, s| p.spec = s,
-        at_pod_spec(&["spec"]),
+    let mut path = Pointer::default();
+    let (old_labels, old_annotations) =
+        (old.metadata.labels.take(), old.metadata.annotations.take());
+    let (new_labels, new_annotations) =
+        (new.metadata.labels.take(), new.metadata.annotations.take());
+    path.push_back("metadata");
+    let meta = diff_string_map(
+        &mut path,
+        "labels",
+        old_labels.as_ref(),
+        new_labels.as_ref(),
         &mut ops,
-    )?;
+    )
+    .and_then(|()| {
+        diff_string_map(
+            &mut path,
+            "annotations",
+            old_annotations.as_ref(),
+            new_annotations.as_ref(),
+            &mut ops,
+        )
+    });
+    path.pop_back();
+    let rest = meta.and_then(|()| {
+        split_diff(
+            &mut path,
+            &mut old,
+            new,
+            |p| p.spec.take(),
+            |p, s| p.spec = s,
+            at_pod_spec(&["spec"]),
+            &mut ops,
+        )
+    });
+    (new.metadata.labels, new.metadata.annotations) = (new_labels, new_annotations);
+    rest?;
     Ok(ops.finish())
 }
 
