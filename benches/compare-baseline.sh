@@ -4,6 +4,7 @@
 # same TLS configuration, same body, same core, in one run:
 #
 #   bash benches/compare-baseline.sh [BODY] [PAIRS] [SECONDS] [CONNECTIONS] [RATE]
+#   RUNYARD_BIN=/path/to/runyard bash benches/compare-baseline.sh ...
 #
 # Defaults: benches/data/review-6k.json, 20 pairs of 3 s, 32 kept-alive TLS
 # connections, closed loop (RATE 0; give e.g. 2000 for a fixed rate). Both
@@ -19,8 +20,12 @@ pairs=${2:-20}
 secs=${3:-3}
 conns=${4:-32}
 rate=${5:-0}
-cargo build --release --quiet --bin runyard --example loadgen --example baseline_webhook
-bin=target/release/runyard
+# RUNYARD_BIN: compare another build of runyard (e.g. a copy of an older one)
+# with the same baseline, without building.
+if [ -z "${RUNYARD_BIN:-}" ]; then
+  cargo build --release --quiet --bin runyard --example loadgen --example baseline_webhook
+fi
+bin=${RUNYARD_BIN:-target/release/runyard}
 gen=target/release/examples/loadgen
 base=target/release/examples/baseline_webhook
 tmp=$(mktemp -d)

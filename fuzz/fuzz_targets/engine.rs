@@ -62,7 +62,8 @@ fn check<R: RunObject + std::fmt::Debug>(raw: Value, container_mode: bool, reque
         return;
     };
     let mut applied = raw;
-    if let Err(e) = json_patch::patch(&mut applied, &patch) {
+    let ops = patch.operations().expect("the patch is a JSON Patch");
+    if let Err(e) = json_patch::patch(&mut applied, &ops) {
         panic!("the patch does not apply to the object as written: {e}\npatch: {patch:?}");
     }
     let reparsed: R = serde_json::from_value(applied).expect("the patched object deserialises");

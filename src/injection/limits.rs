@@ -13,7 +13,7 @@ use super::InjectError;
 use crate::crd::{RunLimits, WorkerPoolSpec};
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 
@@ -195,22 +195,42 @@ pub enum ScanError {
 /// it, and refuses it if it exceeds [`SCAN_LIMITS`] or [`MAX_OBJECT_VALUES`].
 /// Costs no memory beyond the parser's nesting stack.
 pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
+    scan_object(kind, raw).map(|s| s.shape)
+}
+
+/// What [`scan_object`] read off a raw object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    pub shape: Shape,
+    /// Where the value of the object's `metadata.managedFields` is in the raw
+    /// JSON (byte range), if it is a list: runyard never
+    /// reads or patches managed fields, so the typed parse can skip them.
+    pub managed_fields: Option<std::ops::Range<usize>>,
+}
+
+/// [`scan`], also locating `metadata.managedFields`: one pass over the raw
+/// JSON that counts its values, checks for duplicate keys and tallies the
+/// shape at the paths it is read at.
+pub fn scan_object(kind: &'static str, raw: &str) -> Result<Scanned, ScanError> {
     let json = |e: serde_json::Error| ScanError::Json(e.to_string());
-    let spec = match kind {
-        "Job" => serde_json::from_str::<JobShape>(raw)
-            .map_err(json)?
-            .spec
-            .and_then(|s| s.template)
-            .and_then(|t| t.spec),
-        _ => serde_json::from_str::<PodShape>(raw).map_err(json)?.spec,
+    let mut tally = Tally {
+        base: raw.as_ptr() as usize,
+        job: kind == "Job",
+        shape: Shape::default(),
+        managed_fields: None,
     };
-    let spec = spec.unwrap_or_default();
-    let shape = Shape {
-        containers: spec.containers.count + spec.ephemeral_containers.count,
-        init_containers: spec.init_containers.count,
-        env_entries: spec.containers.env + spec.init_containers.env + spec.ephemeral_containers.env,
-        volumes: spec.volumes.0,
+    let values = {
+        let mut d = serde_json::Deserializer::from_str(raw);
+        let values = Count {
+            tally: &mut tally,
+            at: At::Root,
+        }
+        .deserialize(&mut d)
+        .map_err(json)?;
+        d.end().map_err(json)?;
+        values
     };
+    let shape = tally.shape;
     if let Some((what, _, count, max)) = exceeded(&shape, SCAN_LIMITS) {
         return Err(ScanError::TooLarge(InjectError::TooLarge {
             kind,
@@ -220,10 +240,6 @@ pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
             limit: format!("runyard reviews objects of at most {max}"),
         }));
     }
-    let values = {
-        let mut d = serde_json::Deserializer::from_str(raw);
-        Count.deserialize(&mut d).map_err(json)?
-    };
     if values > MAX_OBJECT_VALUES {
         return Err(ScanError::TooLarge(InjectError::TooLarge {
             kind,
@@ -233,69 +249,233 @@ pub fn scan(kind: &'static str, raw: &str) -> Result<Shape, ScanError> {
             limit: format!("runyard reviews objects of at most {MAX_OBJECT_VALUES}"),
         }));
     }
-    Ok(shape)
+    Ok(Scanned {
+        shape,
+        managed_fields: tally.managed_fields,
+    })
 }
 
-/// Counts every value of a JSON document (map entries count once more).
-struct Count;
+/// What one scan has found so far.
+struct Tally {
+    /// Address of the raw JSON, to turn borrowed slices into offsets.
+    base: usize,
+    job: bool,
+    shape: Shape,
+    managed_fields: Option<std::ops::Range<usize>>,
+}
 
-impl<'de> DeserializeSeed<'de> for Count {
+/// Where in a run object a value is (the paths the shape is counted at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Root,
+    Metadata,
+    /// A Job's `spec`.
+    JobSpec,
+    /// A Job's `spec.template`.
+    Template,
+    /// The pod spec (a Pod's `spec`, a Job's `spec.template.spec`).
+    PodSpec,
+    /// `containers` and `ephemeralContainers` (`init: false`) or
+    /// `initContainers` of the pod spec.
+    Containers {
+        init: bool,
+    },
+    Container,
+    Env,
+    Volumes,
+    Other,
+}
+
+impl At {
+    /// Where the member `key` of an object at `self` is.
+    fn member(self, key: &str, job: bool) -> At {
+        match (self, key) {
+            (At::Root, "metadata") => At::Metadata,
+            (At::Root, "spec") if job => At::JobSpec,
+            (At::Root, "spec") => At::PodSpec,
+            (At::JobSpec, "template") => At::Template,
+            (At::Template, "spec") => At::PodSpec,
+            (At::PodSpec, "containers" | "ephemeralContainers") => At::Containers { init: false },
+            (At::PodSpec, "initContainers") => At::Containers { init: true },
+            (At::PodSpec, "volumes") => At::Volumes,
+            (At::Container, "env") => At::Env,
+            _ => At::Other,
+        }
+    }
+
+    /// Lists the shape counts: nothing but a list (or `null`) is expected.
+    fn is_list(self) -> bool {
+        matches!(self, At::Containers { .. } | At::Env | At::Volumes)
+    }
+
+    /// Objects the shape is read from: nothing but an object (or `null`).
+    fn is_object(self) -> bool {
+        matches!(
+            self,
+            At::Root | At::JobSpec | At::Template | At::PodSpec | At::Container
+        )
+    }
+}
+
+/// Counts every value of a JSON document (map entries count once more), and
+/// tallies the shape.
+struct Count<'t> {
+    tally: &'t mut Tally,
+    at: At,
+}
+
+impl<'de> DeserializeSeed<'de> for Count<'_> {
     type Value = u64;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        d.deserialize_any(CountVisitor)
+        d.deserialize_any(self)
     }
 }
 
-struct CountVisitor;
+impl Count<'_> {
+    fn scalar<E: serde::de::Error>(&self, unexpected: serde::de::Unexpected) -> Result<u64, E> {
+        if self.at.is_list() || self.at.is_object() {
+            return Err(E::invalid_type(unexpected, self));
+        }
+        Ok(1)
+    }
+}
 
-impl<'de> Visitor<'de> for CountVisitor {
+impl<'de> Visitor<'de> for Count<'_> {
     type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str(match self.at {
+            At::Containers { .. } => "a list of containers",
+            At::Env | At::Volumes => "a list",
+            At::Root | At::JobSpec | At::Template | At::PodSpec | At::Container => "an object",
+            At::Metadata | At::Other => "any JSON value",
+        })
     }
-    fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
-        Ok(1)
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<u64, E> {
-        Ok(1)
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Signed(v))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<u64, E> {
-        Ok(1)
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Unsigned(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<u64, E> {
-        Ok(1)
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Float(v))
     }
-    fn visit_str<E>(self, _: &str) -> Result<u64, E> {
-        Ok(1)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+        self.scalar(serde::de::Unexpected::Str(v))
     }
     fn visit_unit<E>(self) -> Result<u64, E> {
         Ok(1)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        if self.at.is_object() {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Seq,
+                &self,
+            ));
+        }
+        let element = match self.at {
+            At::Containers { .. } => At::Container,
+            _ => At::Other,
+        };
         let mut n: u64 = 1;
-        while let Some(m) = seq.next_element_seed(Count)? {
+        let mut len: u64 = 0;
+        while let Some(m) = seq.next_element_seed(Count {
+            tally: &mut *self.tally,
+            at: element,
+        })? {
             n = n.saturating_add(m);
+            len += 1;
+        }
+        let shape = &mut self.tally.shape;
+        match self.at {
+            At::Containers { init: false } => shape.containers += len,
+            At::Containers { init: true } => shape.init_containers += len,
+            At::Env => shape.env_entries += len,
+            At::Volumes => shape.volumes += len,
+            _ => {}
         }
         Ok(n)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        if self.at.is_list() {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Map,
+                &self,
+            ));
+        }
         // Kubernetes' strict decoding rejects duplicate keys; runyard does
-        // too, instead of guessing which one the API server meant.
-        let mut keys = std::collections::HashSet::new();
+        // too, instead of guessing which one the API server meant. Keys are
+        // borrowed from the body where they need no unescaping; small maps
+        // (nearly all) are checked by a linear search, large ones by a set.
+        const SMALL: usize = 16;
+        let mut small: Vec<Key<'de>> = Vec::new();
+        let mut large: std::collections::HashSet<Key<'de>> = std::collections::HashSet::new();
         let mut n: u64 = 1;
-        while let Some(key) = map.next_key::<String>()? {
-            if keys.contains(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "duplicate key {:?}",
-                    truncated(&key)
-                )));
+        let duplicate = |key: &Key<'_>| {
+            serde::de::Error::custom(format!("duplicate key {:?}", truncated(&key.0)))
+        };
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let at = self.at.member(&key.0, self.tally.job);
+            let managed = self.at == At::Metadata && key.0 == "managedFields";
+            if large.is_empty() && small.len() < SMALL {
+                if small.contains(&key) {
+                    return Err(duplicate(&key));
+                }
+                small.push(key);
+            } else {
+                large.extend(small.drain(..));
+                if large.contains(&key) {
+                    return Err(duplicate(&key));
+                }
+                large.insert(key);
             }
-            keys.insert(key);
-            n = n
-                .saturating_add(1)
-                .saturating_add(map.next_value_seed(Count)?);
+            let value = if managed {
+                // Never built (see `Scanned::managed_fields`): located, not
+                // counted. Anything but a list is left to the typed parse.
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                let text = raw.get();
+                if text.starts_with('[') {
+                    let start = text.as_ptr() as usize - self.tally.base;
+                    self.tally.managed_fields = Some(start..start + text.len());
+                }
+                1
+            } else {
+                map.next_value_seed(Count {
+                    tally: &mut *self.tally,
+                    at,
+                })?
+            };
+            n = n.saturating_add(1).saturating_add(value);
         }
         Ok(n)
+    }
+}
+
+/// A map key of the scanned JSON, borrowed where it is not escaped.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -345,107 +525,6 @@ fn truncated(s: &str) -> String {
     }
 }
 
-#[derive(Deserialize)]
-struct PodShape {
-    #[serde(default)]
-    spec: Option<SpecShape>,
-}
-
-#[derive(Deserialize)]
-struct JobShape {
-    #[serde(default)]
-    spec: Option<JobSpecShape>,
-}
-
-#[derive(Deserialize)]
-struct JobSpecShape {
-    #[serde(default)]
-    template: Option<TemplateShape>,
-}
-
-#[derive(Deserialize)]
-struct TemplateShape {
-    #[serde(default)]
-    spec: Option<SpecShape>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct SpecShape {
-    #[serde(default)]
-    containers: Containers,
-    #[serde(default)]
-    init_containers: Containers,
-    #[serde(default)]
-    ephemeral_containers: Containers,
-    #[serde(default)]
-    volumes: Len,
-}
-
-/// A list of containers: how many, and their env entries. `null` is empty.
-#[derive(Default)]
-struct Containers {
-    count: u64,
-    env: u64,
-}
-
-#[derive(Deserialize)]
-struct ContainerShape {
-    #[serde(default)]
-    env: Len,
-}
-
-impl<'de> Deserialize<'de> for Containers {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Containers;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of containers")
-            }
-            fn visit_unit<E>(self) -> Result<Containers, E> {
-                Ok(Containers::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Containers, A::Error> {
-                let mut out = Containers::default();
-                while let Some(c) = seq.next_element::<Option<ContainerShape>>()? {
-                    out.count += 1;
-                    out.env += c.map_or(0, |c| c.env.0);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The length of a list (`null`: 0), its elements skipped.
-#[derive(Default)]
-struct Len(u64);
-
-impl<'de> Deserialize<'de> for Len {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Len;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list")
-            }
-            fn visit_unit<E>(self) -> Result<Len, E> {
-                Ok(Len(0))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Len, A::Error> {
-                let mut n = 0;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    n += 1;
-                }
-                Ok(Len(n))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +550,17 @@ mod tests {
         let job = format!(r#"{{"spec":{{"template":{}}}}}"#, pod);
         assert_eq!(scan("Job", &job).expect("scan"), shape);
         assert_eq!(scan("Pod", "{}").expect("scan"), Shape::default());
+    }
+
+    #[test]
+    fn scan_locates_managed_fields() {
+        let pod = r#"{"metadata":{"name":"p","managedFields":[{"manager":"m"}],"labels":{}}}"#;
+        let scanned = scan_object("Pod", pod).expect("scan");
+        let range = scanned.managed_fields.expect("located");
+        assert_eq!(&pod[range], r#"[{"manager":"m"}]"#);
+        let job = r#"{"metadata":{"managedFields":null},"spec":{}}"#;
+        assert_eq!(scan_object("Job", job).expect("scan").managed_fields, None);
+        assert_eq!(scan_object("Pod", "{}").expect("scan").managed_fields, None);
     }
 
     #[test]

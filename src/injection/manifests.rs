@@ -157,7 +157,9 @@ fn engine_patch<R: RunObject>(
         pools,
         Requester::User,
     ) {
-        Ok(Mutation::Mutated { patch, .. }) => Ok(Some(patch)),
+        Ok(Mutation::Mutated { patch, .. }) => patch.operations().map(Some).map_err(|e| {
+            Refused::Invalid("patch", format!("the engine's patch does not parse: {e}"))
+        }),
         Ok(_) => Ok(None),
         Err(e) => Err(Refused::Denied(e)),
     }

@@ -1,4 +1,7 @@
-//! RFC 6902 JSON Patch computed from two JSON documents.
+//! RFC 6902 JSON Patch computed from two JSON documents, written as it is
+//! computed: every operation goes straight into the patch's bytes (its value
+//! serialised from the typed element or the JSON value in place, never copied
+//! into an intermediate `serde_json::Value` or `json_patch` operation).
 //!
 //! Both sides are serialised through the same k8s-openapi types, so fields the
 //! types do not know never show up as `remove` operations. Unlike
@@ -7,55 +10,212 @@
 //! operations at the insertion indices instead of replacing every shifted
 //! element, so the run's own list entries are never rewritten.
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume, VolumeMount};
 use serde::Serialize;
 use serde_json::Value;
 
-/// The operations that turn `old` into `new`.
-pub fn diff(old: &Value, new: &Value) -> Patch {
-    let mut ops = Vec::new();
-    let mut path = PointerBuf::new();
-    diff_at(&mut path, old, new, &mut ops);
-    Patch(ops)
+/// Error turning a typed object into JSON (not expected for k8s-openapi types).
+pub type SerError = serde_json::Error;
+
+/// A JSON Patch document (a JSON array of operations), already serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonPatch {
+    json: Vec<u8>,
+    len: usize,
 }
 
-fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchOperation>) {
+impl JsonPatch {
+    /// How many operations.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The patch document, as sent in an AdmissionReview response.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.json
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.json
+    }
+
+    /// The operations, parsed (to apply the patch to a `serde_json::Value`).
+    pub fn operations(&self) -> Result<json_patch::Patch, serde_json::Error> {
+        serde_json::from_slice(&self.json)
+    }
+}
+
+impl std::fmt::Debug for JsonPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.json))
+    }
+}
+
+/// A JSON Pointer (RFC 6901) being walked: tokens are escaped as pushed.
+#[derive(Default)]
+pub struct Pointer {
+    text: String,
+    marks: Vec<usize>,
+}
+
+impl Pointer {
+    /// Appends an object member's name.
+    pub fn push_back(&mut self, key: &str) {
+        self.marks.push(self.text.len());
+        self.text.push('/');
+        if key.contains(['~', '/']) {
+            for c in key.chars() {
+                match c {
+                    '~' => self.text.push_str("~0"),
+                    '/' => self.text.push_str("~1"),
+                    c => self.text.push(c),
+                }
+            }
+        } else {
+            self.text.push_str(key);
+        }
+    }
+
+    /// Appends an array index.
+    pub fn push_index(&mut self, i: usize) {
+        use std::fmt::Write as _;
+        self.marks.push(self.text.len());
+        // Writing into a String cannot fail.
+        let _ = write!(self.text, "/{i}");
+    }
+
+    /// Removes the last token.
+    pub fn pop_back(&mut self) {
+        if let Some(mark) = self.marks.pop() {
+            self.text.truncate(mark);
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The operations of a patch being built, serialised as they come.
+pub struct Ops {
+    json: Vec<u8>,
+    len: usize,
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        let mut json = Vec::with_capacity(8 * 1024);
+        json.push(b'[');
+        Self { json, len: 0 }
+    }
+}
+
+impl Ops {
+    fn head(&mut self, op: &str, path: &Pointer) -> Result<(), SerError> {
+        if self.len > 0 {
+            self.json.push(b',');
+        }
+        self.len += 1;
+        self.json.extend_from_slice(br#"{"op":""#);
+        self.json.extend_from_slice(op.as_bytes());
+        self.json.extend_from_slice(br#"","path":"#);
+        serde_json::to_writer(&mut self.json, path.as_str())
+    }
+
+    fn with_value<T: Serialize + ?Sized>(
+        &mut self,
+        op: &str,
+        path: &Pointer,
+        value: &T,
+    ) -> Result<(), SerError> {
+        self.head(op, path)?;
+        self.json.extend_from_slice(br#","value":"#);
+        serde_json::to_writer(&mut self.json, value)?;
+        self.json.push(b'}');
+        Ok(())
+    }
+
+    /// `add` of `value` at `path`.
+    pub fn add<T: Serialize + ?Sized>(
+        &mut self,
+        path: &Pointer,
+        value: &T,
+    ) -> Result<(), SerError> {
+        self.with_value("add", path, value)
+    }
+
+    /// `replace` of what is at `path` with `value`.
+    pub fn replace<T: Serialize + ?Sized>(
+        &mut self,
+        path: &Pointer,
+        value: &T,
+    ) -> Result<(), SerError> {
+        self.with_value("replace", path, value)
+    }
+
+    /// `remove` of what is at `path`.
+    pub fn remove(&mut self, path: &Pointer) -> Result<(), SerError> {
+        self.head("remove", path)?;
+        self.json.push(b'}');
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> JsonPatch {
+        self.json.push(b']');
+        JsonPatch {
+            json: self.json,
+            len: self.len,
+        }
+    }
+}
+
+/// The operations that turn `old` into `new`.
+pub fn diff(old: &Value, new: &Value) -> Result<JsonPatch, SerError> {
+    let mut ops = Ops::default();
+    diff_at(&mut Pointer::default(), old, new, &mut ops)?;
+    Ok(ops.finish())
+}
+
+fn diff_at(path: &mut Pointer, old: &Value, new: &Value, ops: &mut Ops) -> Result<(), SerError> {
     if old == new {
-        return;
+        return Ok(());
     }
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => {
             for (key, old_value) in o {
                 path.push_back(key.as_str());
                 match n.get(key) {
+                    // One `add` of a whole list at an object member: the
+                    // typed side serialises a required list
+                    // (`spec.containers`) as `[]` even where the document has
+                    // no such member (or `null`): element `add`s at `/0` would
+                    // not apply there, while an `add` of the member applies in
+                    // every case (it replaces `[]`).
                     Some(new_value) if is_empty_array(old_value) && old_value != new_value => {
-                        ops.push(whole_list(path, new_value.clone()));
+                        ops.add(path, new_value)?;
                     }
-                    Some(new_value) => diff_at(path, old_value, new_value, ops),
-                    None => ops.push(PatchOperation::Remove(RemoveOperation {
-                        path: path.clone(),
-                    })),
+                    Some(new_value) => diff_at(path, old_value, new_value, ops)?,
+                    None => ops.remove(path)?,
                 }
                 path.pop_back();
             }
             for (key, new_value) in n {
                 if !o.contains_key(key) {
                     path.push_back(key.as_str());
-                    ops.push(PatchOperation::Add(AddOperation {
-                        path: path.clone(),
-                        value: new_value.clone(),
-                    }));
+                    ops.add(path, new_value)?;
                     path.pop_back();
                 }
             }
         }
         (Value::Array(o), Value::Array(n)) if o.len() == n.len() => {
             for (i, (ov, nv)) in o.iter().zip(n).enumerate() {
-                path.push_back(i);
-                diff_at(path, ov, nv, ops);
+                path.push_index(i);
+                diff_at(path, ov, nv, ops)?;
                 path.pop_back();
             }
         }
@@ -66,44 +226,25 @@ fn diff_at(path: &mut PointerBuf, old: &Value, new: &Value, ops: &mut Vec<PatchO
                 // every earlier index is already final. Then the changes inside
                 // surviving elements, addressed by their new index.
                 for &i in &alignment.inserted {
-                    path.push_back(i);
-                    ops.push(PatchOperation::Add(AddOperation {
-                        path: path.clone(),
-                        value: n[i].clone(),
-                    }));
+                    path.push_index(i);
+                    ops.add(path, &n[i])?;
                     path.pop_back();
                 }
                 for (oi, ni) in alignment.matched {
-                    path.push_back(ni);
-                    diff_at(path, &o[oi], &n[ni], ops);
+                    path.push_index(ni);
+                    diff_at(path, &o[oi], &n[ni], ops)?;
                     path.pop_back();
                 }
             }
-            None => ops.push(PatchOperation::Replace(ReplaceOperation {
-                path: path.clone(),
-                value: new.clone(),
-            })),
+            None => ops.replace(path, new)?,
         },
-        _ => ops.push(PatchOperation::Replace(ReplaceOperation {
-            path: path.clone(),
-            value: new.clone(),
-        })),
+        _ => ops.replace(path, new)?,
     }
+    Ok(())
 }
 
 fn is_empty_array(v: &Value) -> bool {
     v.as_array().is_some_and(Vec::is_empty)
-}
-
-/// One `add` of a whole list at an object member. The typed side serialises
-/// a required list (`spec.containers`) as `[]` even where the document has no
-/// such member (or `null`): element `add`s at `/0` would not apply there,
-/// while an `add` of the member applies in every case (it replaces `[]`).
-fn whole_list(path: &PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: path.clone(),
-        value,
-    })
 }
 
 struct Alignment {
@@ -151,36 +292,32 @@ fn align(old: &[Value], new: &[Value]) -> Option<Alignment> {
 // ---------------------------------------------------------------------------
 // Typed diff: the same operations as `diff` over the serialised objects, but
 // elements that compare equal as Rust values are never serialised. The heavy
-// lists (containers, env, mounts, volumes) are diffed element by element; the
-// small remainder of each struct goes through `diff` as JSON.
-
-/// Error turning a typed object into JSON (not expected for k8s-openapi types).
-pub type SerError = serde_json::Error;
+// lists (containers, env, mounts, volumes) are diffed element by element, and
+// what is added is serialised straight from the typed element; the small
+// remainder of each struct goes through `diff` as JSON, and only when it
+// changed.
 
 fn value<T: Serialize + ?Sized>(v: &T) -> Result<Value, SerError> {
     serde_json::to_value(v)
 }
 
-/// Diff of two serialisable values through JSON.
-fn diff_json<T: Serialize>(
-    path: &mut PointerBuf,
+/// Diff of two serialisable values through JSON (nothing when equal).
+fn diff_json<T: Serialize + PartialEq>(
+    path: &mut Pointer,
     old: &T,
     new: &T,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Ops,
 ) -> Result<(), SerError> {
-    diff_at(path, &value(old)?, &value(new)?, ops);
-    Ok(())
+    if old == new {
+        return Ok(());
+    }
+    diff_at(path, &value(old)?, &value(new)?, ops)
 }
 
 /// Named list elements whose changes are themselves diffed typed.
 trait Element: Serialize + PartialEq + Sized {
     fn key(&self) -> &str;
-    fn diff_into(
-        self,
-        new: &mut Self,
-        path: &mut PointerBuf,
-        ops: &mut Vec<PatchOperation>,
-    ) -> Result<(), SerError> {
+    fn diff_into(self, new: &mut Self, path: &mut Pointer, ops: &mut Ops) -> Result<(), SerError> {
         diff_json(path, &self, new, ops)
     }
 }
@@ -207,8 +344,8 @@ impl Element for Container {
     fn diff_into(
         mut self,
         new: &mut Self,
-        path: &mut PointerBuf,
-        ops: &mut Vec<PatchOperation>,
+        path: &mut Pointer,
+        ops: &mut Ops,
     ) -> Result<(), SerError> {
         diff_field(path, "env", self.env.take(), &mut new.env, ops)?;
         diff_field(
@@ -227,27 +364,17 @@ impl Element for Container {
 
 /// Diffs an optional list field `name` of the struct at `path`.
 fn diff_field<T: Element>(
-    path: &mut PointerBuf,
+    path: &mut Pointer,
     name: &str,
     old: Option<Vec<T>>,
     new: &mut Option<Vec<T>>,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Ops,
 ) -> Result<(), SerError> {
     path.push_back(name);
     let result = match (old, new.as_mut()) {
         (None, None) => Ok(()),
-        (None, Some(n)) => value(n).map(|v| {
-            ops.push(PatchOperation::Add(AddOperation {
-                path: path.clone(),
-                value: v,
-            }))
-        }),
-        (Some(_), None) => {
-            ops.push(PatchOperation::Remove(RemoveOperation {
-                path: path.clone(),
-            }));
-            Ok(())
-        }
+        (None, Some(n)) => ops.add(path, n),
+        (Some(_), None) => ops.remove(path),
         (Some(o), Some(n)) => diff_list(path, o, n, ops),
     };
     path.pop_back();
@@ -255,17 +382,17 @@ fn diff_field<T: Element>(
 }
 
 fn diff_list<T: Element>(
-    path: &mut PointerBuf,
+    path: &mut Pointer,
     old: Vec<T>,
     new: &mut [T],
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Ops,
 ) -> Result<(), SerError> {
     if old.as_slice() == &*new {
         return Ok(());
     }
     if old.is_empty() {
-        ops.push(whole_list(path, value(&*new)?));
-        return Ok(());
+        // A whole list at an object member (see `diff_at`).
+        return ops.add(path, &*new);
     }
     // Align as `align` does for JSON: by key, old elements kept in order.
     let mut inserted = Vec::new();
@@ -280,23 +407,16 @@ fn diff_list<T: Element>(
         }
     }
     if next_old != old.len() {
-        ops.push(PatchOperation::Replace(ReplaceOperation {
-            path: path.clone(),
-            value: value(&*new)?,
-        }));
-        return Ok(());
+        return ops.replace(path, &*new);
     }
     for i in inserted {
-        path.push_back(i);
-        ops.push(PatchOperation::Add(AddOperation {
-            path: path.clone(),
-            value: value(&new[i])?,
-        }));
+        path.push_index(i);
+        ops.add(path, &new[i])?;
         path.pop_back();
     }
     for (o, i) in old.into_iter().zip(matched) {
         if o != new[i] {
-            path.push_back(i);
+            path.push_index(i);
             o.diff_into(&mut new[i], path, ops)?;
             path.pop_back();
         }
@@ -305,14 +425,11 @@ fn diff_list<T: Element>(
 }
 
 fn diff_pod_spec(
-    path: &mut PointerBuf,
+    path: &mut Pointer,
     mut old: PodSpec,
     new: &mut PodSpec,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Ops,
 ) -> Result<(), SerError> {
-    if old == *new {
-        return Ok(());
-    }
     let containers = std::mem::take(&mut old.containers);
     path.push_back("containers");
     diff_list(path, containers, &mut new.containers, ops)?;
@@ -337,14 +454,14 @@ fn diff_pod_spec(
 
 /// Diffs two structs whose optional heavy part (taken out by `take`, put
 /// back by `put`) is diffed by `heavy`, and the rest as JSON.
-fn split_diff<S: Serialize, P>(
-    path: &mut PointerBuf,
+fn split_diff<S: Serialize + PartialEq, P>(
+    path: &mut Pointer,
     old: &mut S,
     new: &mut S,
     take: impl Fn(&mut S) -> Option<P>,
     put: impl Fn(&mut S, Option<P>),
-    heavy: impl FnOnce(&mut PointerBuf, P, &mut P, &mut Vec<PatchOperation>) -> Result<(), SerError>,
-    ops: &mut Vec<PatchOperation>,
+    heavy: impl FnOnce(&mut Pointer, P, &mut P, &mut Ops) -> Result<(), SerError>,
+    ops: &mut Ops,
 ) -> Result<(), SerError> {
     match (take(old), take(new)) {
         (Some(o), Some(mut n)) => {
@@ -363,38 +480,107 @@ fn split_diff<S: Serialize, P>(
 
 fn at_pod_spec(
     keys: &'static [&'static str],
-) -> impl FnOnce(&mut PointerBuf, PodSpec, &mut PodSpec, &mut Vec<PatchOperation>) -> Result<(), SerError>
-{
+) -> impl FnOnce(&mut Pointer, PodSpec, &mut PodSpec, &mut Ops) -> Result<(), SerError> {
     move |path, old, new, ops| {
-        keys.iter().for_each(|k| path.push_back(*k));
+        keys.iter().for_each(|k| path.push_back(k));
         let result = diff_pod_spec(path, old, new, ops);
-        keys.iter().for_each(|_| {
-            path.pop_back();
-        });
+        keys.iter().for_each(|_| path.pop_back());
         result
     }
 }
 
-/// The patch from `old` to `new`, equal to `diff` of their JSON forms.
-pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<Patch, SerError> {
-    let mut ops = Vec::new();
-    split_diff(
-        &mut PointerBuf::new(),
-        &mut old,
-        new,
-        |p| p.spec.take(),
-        |p, s| p.spec = s,
-        at_pod_spec(&["spec"]),
+type StringMap = std::collections::BTreeMap<String, String>;
+
+/// Diffs an optional string map field `name` (labels, annotations) of the
+/// struct at `path`, key by key as `diff` does for JSON objects.
+fn diff_string_map(
+    path: &mut Pointer,
+    name: &str,
+    old: Option<&StringMap>,
+    new: Option<&StringMap>,
+    ops: &mut Ops,
+) -> Result<(), SerError> {
+    if old == new {
+        return Ok(());
+    }
+    path.push_back(name);
+    let result = (|| match (old, new) {
+        (None, None) => Ok(()),
+        (None, Some(n)) => ops.add(path, n),
+        (Some(_), None) => ops.remove(path),
+        (Some(o), Some(n)) => {
+            for (key, old_value) in o {
+                path.push_back(key);
+                match n.get(key) {
+                    Some(new_value) if new_value != old_value => ops.replace(path, new_value)?,
+                    Some(_) => {}
+                    None => ops.remove(path)?,
+                }
+                path.pop_back();
+            }
+            for (key, new_value) in n {
+                if !o.contains_key(key) {
+                    path.push_back(key);
+                    ops.add(path, new_value)?;
+                    path.pop_back();
+                }
+            }
+            Ok(())
+        }
+    })();
+    path.pop_back();
+    result
+}
+
+/// The patch from `old` to `new`, equal to `diff` of their JSON forms. The
+/// labels and annotations (all the engine changes in the Pod's metadata) are
+/// diffed typed, so the rest of the metadata is only compared, not serialised.
+pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<JsonPatch, SerError> {
+    let mut ops = Ops::default();
+    let mut path = Pointer::default();
+    let (old_labels, old_annotations) =
+        (old.metadata.labels.take(), old.metadata.annotations.take());
+    let (new_labels, new_annotations) =
+        (new.metadata.labels.take(), new.metadata.annotations.take());
+    path.push_back("metadata");
+    let meta = diff_string_map(
+        &mut path,
+        "labels",
+        old_labels.as_ref(),
+        new_labels.as_ref(),
         &mut ops,
-    )?;
-    Ok(Patch(ops))
+    )
+    .and_then(|()| {
+        diff_string_map(
+            &mut path,
+            "annotations",
+            old_annotations.as_ref(),
+            new_annotations.as_ref(),
+            &mut ops,
+        )
+    });
+    path.pop_back();
+    let rest = meta.and_then(|()| {
+        split_diff(
+            &mut path,
+            &mut old,
+            new,
+            |p| p.spec.take(),
+            |p, s| p.spec = s,
+            at_pod_spec(&["spec"]),
+            &mut ops,
+        )
+    });
+    (new.metadata.labels, new.metadata.annotations) = (new_labels, new_annotations);
+    rest?;
+    Ok(ops.finish())
 }
 
 /// The patch from `old` to `new`, equal to `diff` of their JSON forms.
-pub fn diff_job(mut old: Job, new: &mut Job) -> Result<Patch, SerError> {
-    let mut ops = Vec::new();
+pub fn diff_job(mut old: Job, new: &mut Job) -> Result<JsonPatch, SerError> {
+    let mut ops = Ops::default();
     split_diff(
-        &mut PointerBuf::new(),
+        &mut Pointer::default(),
         &mut old,
         new,
         |j| j.spec.as_mut().and_then(|s| s.template.spec.take()),
@@ -406,7 +592,7 @@ pub fn diff_job(mut old: Job, new: &mut Job) -> Result<Patch, SerError> {
         at_pod_spec(&["spec", "template", "spec"]),
         &mut ops,
     )?;
-    Ok(Patch(ops))
+    Ok(ops.finish())
 }
 
 #[cfg(test)]
@@ -414,8 +600,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn roundtrip(old: Value, new: Value) -> Patch {
-        let patch = diff(&old, &new);
+    fn roundtrip(old: Value, new: Value) -> json_patch::Patch {
+        let patch = diff(&old, &new)
+            .expect("diff")
+            .operations()
+            .expect("patch JSON");
         let mut applied = old.clone();
         json_patch::patch(&mut applied, &patch).expect("patch applies");
         assert_eq!(applied, new, "patch {patch:?}");
@@ -465,8 +654,27 @@ mod tests {
     }
 
     #[test]
+    fn operations_are_written_as_json_patch() {
+        let p = diff(
+            &json!({"a": 1, "b": [2]}),
+            &json!({"a": 2, "b": [2, 3], "c/d": null}),
+        )
+        .expect("diff");
+        assert_eq!(p.len(), 3);
+        let text = std::str::from_utf8(p.as_bytes()).expect("UTF-8");
+        assert_eq!(
+            text,
+            r#"[{"op":"replace","path":"/a","value":2},{"op":"add","path":"/b/1","value":3},{"op":"add","path":"/c~1d","value":null}]"#
+        );
+        let parsed = p.operations().expect("parses");
+        assert_eq!(parsed.0.len(), 3);
+        let empty = diff(&json!([]), &json!([])).expect("diff");
+        assert_eq!(empty.as_bytes(), b"[]");
+    }
+
+    #[test]
     fn equal_documents_give_an_empty_patch() {
         let v = json!({"a": [1, {"b": null}], "c": "d"});
-        assert!(diff(&v, &v).0.is_empty());
+        assert!(diff(&v, &v).expect("diff").is_empty());
     }
 }

@@ -13,7 +13,6 @@ use super::trust::{self, Requester};
 use super::{patch, pod, set_label, InjectError, Injector};
 use crate::crd::WorkerPoolSpec;
 use crate::vocab::{controlled_by_job, label, LABEL_POOL, LABEL_RUN_ID, LABEL_WORKER};
-use json_patch::Patch;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -87,7 +86,7 @@ pub trait RunObject:
     ) -> Result<(), InjectError>;
 
     /// The JSON Patch from `old` to `new`.
-    fn diff(old: Self, new: &mut Self) -> Result<Patch, patch::SerError>;
+    fn diff(old: Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError>;
 }
 
 impl RunObject for Job {
@@ -108,6 +107,7 @@ impl RunObject for Job {
             .and_then(|s| s.template.metadata.as_ref())
     }
 
+    #[inline(never)]
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError> {
         let pool_name = run.pool_name;
         let controller = run.requester == Requester::Controller;
@@ -159,7 +159,7 @@ impl RunObject for Job {
         trust::review_job_update(old, new, pool_name)
     }
 
-    fn diff(old: Self, new: &mut Self) -> Result<Patch, patch::SerError> {
+    fn diff(old: Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError> {
         patch::diff_job(old, new)
     }
 }
@@ -177,6 +177,7 @@ impl RunObject for Pod {
         self.spec.as_ref()
     }
 
+    #[inline(never)]
     fn inject(&mut self, run: &Run<'_>) -> Result<(), InjectError> {
         let from_template = controlled_by_job(&self.metadata);
         // A Job's pods come from its template, which the Job webhook queued
@@ -214,7 +215,7 @@ impl RunObject for Pod {
         trust::review_pod_update(old, new, pool_name, pool)
     }
 
-    fn diff(old: Self, new: &mut Self) -> Result<Patch, patch::SerError> {
+    fn diff(old: Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError> {
         patch::diff_pod(old, new)
     }
 }

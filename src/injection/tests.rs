@@ -1,3 +1,4 @@
+use super::patch::JsonPatch;
 use super::*;
 use crate::crd::{ContainerSettings, WorkerPool, WorkerPoolSpec};
 use crate::vocab::*;
@@ -101,11 +102,12 @@ pub(super) fn assert_patch_reproduces<
     T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 >(
     raw: &Value,
-    patch: &Patch,
+    patch: &JsonPatch,
     object: &T,
 ) {
     let mut applied = raw.clone();
-    json_patch::patch(&mut applied, patch).expect("patch applies to the raw object");
+    let patch = patch.operations().expect("the patch is a JSON Patch");
+    json_patch::patch(&mut applied, &patch).expect("patch applies to the raw object");
     let typed: T = serde_json::from_value(applied).expect("patched object deserialises");
     assert_eq!(&typed, object);
 }
@@ -363,6 +365,8 @@ fn existing_native_sidecar_is_not_rewritten() {
     assert_eq!(inits, ["init", "launcher", "proxy"]);
     // Our two containers are inserted, never a replace of the whole list.
     let whole_list = patch
+        .operations()
+        .expect("a JSON Patch")
         .0
         .iter()
         .filter(|op| *op.path() == "/spec/initContainers")
@@ -1330,7 +1334,7 @@ proptest! {
             Ok(Mutation::Mutated { object, patch }) => {
                 // The patch applies to the original and yields the engine's object.
                 let mut applied = raw.clone();
-                json_patch::patch(&mut applied, &patch).expect("patch applies");
+                json_patch::patch(&mut applied, &patch.operations().expect("a JSON Patch")).expect("patch applies");
                 let reparsed: Pod = serde_json::from_value(applied).expect("a valid k8s Pod");
                 prop_assert_eq!(&reparsed, &*object);
                 // A second pass changes nothing, through the webhook path...
@@ -1432,7 +1436,7 @@ proptest! {
         let job: Job = serde_json::from_value(raw.clone()).expect("the raw job is a Job");
         if let Ok(Mutation::Mutated { object, patch }) = inj.mutate_as(job.clone(), "ci", &pools, by) {
             let mut applied = raw;
-            json_patch::patch(&mut applied, &patch).expect("patch applies");
+            json_patch::patch(&mut applied, &patch.operations().expect("a JSON Patch")).expect("patch applies");
             let reparsed: Job = serde_json::from_value(applied).expect("a valid k8s Job");
             prop_assert_eq!(&reparsed, &*object);
             prop_assert_eq!(inj.mutate_as((*object).clone(), "ci", &pools, by), Ok(Mutation::Unchanged));
