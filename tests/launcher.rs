@@ -384,11 +384,6 @@ async fn zip_bombs_and_entry_floods_fail_before_anything_is_written() {
     }
 }
 
-/// A restarted pod runs `init` over what the run's containers left in the
-/// workspace: links planted there must not lead `init` (which may write the
-/// binaries cache; workers may not) to overwrite a cached tool.
-#[cfg(unix)]
-
 /// `launcher init` succeeded, and the planted link made it write nothing
 /// into the cache: the cached tool is intact, nothing was unpacked beside it.
 fn init_succeeded_and_left_the_cache_alone(
@@ -413,6 +408,10 @@ fn init_succeeded_and_left_the_cache_alone(
     );
 }
 
+/// A restarted pod runs `init` over what the run's containers left in the
+/// workspace: links planted there must not lead `init` (which may write the
+/// binaries cache; workers may not) to overwrite a cached tool.
+#[cfg(unix)]
 #[tokio::test]
 async fn links_planted_in_the_workspace_are_never_followed() {
     use std::os::unix::fs::symlink;
