@@ -280,3 +280,39 @@ fn a_lone_surrogate_is_answered_clearly() {
         "{message}"
     );
 }
+
+/// Found by the CI smoke run of the `review` target after issue 17 (which
+/// stopped building `metadata.managedFields`): a Pod whose managed fields
+/// hold an invalid `time` is now reviewed like any other (the API server
+/// owns and validates managed fields; runyard never reads them), and the
+/// patch applies and leaves the rest a valid Pod. Before, such a review was
+/// denied as "not a valid Pod".
+#[test]
+fn invalid_managed_fields_are_not_runyards_to_judge() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "dry", "labels": {"runyard.dev/pool": "builders"},
+            "managedFields": [{"manager": "kubectl-run", "operation": "Update",
+                "apiVersion": "v1", "time": "2026-11-21Tjob-nameZ", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {}}}]},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "alpine"}]}});
+    let body = review_of("Pod", pod);
+    let native = Injector::with_run_ids(ClusterFacts::default(), || {
+        "01jfuzzreg00000000000000000".into()
+    });
+    let handled = review::handle(&body, &native, &pools()).expect("answered");
+    assert_eq!(handled.decision, Decision::Patched, "{:?}", handled.message);
+    let mut patched = apply(&body, &handled.body);
+    assert_eq!(
+        patched["metadata"]["managedFields"][0]["time"], "2026-11-21Tjob-nameZ",
+        "left as it was"
+    );
+    patched["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("managedFields");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(patched).expect("a Pod");
+    assert!(pod
+        .metadata
+        .annotations
+        .is_some_and(|a| a.contains_key("runyard.dev/injected")));
+}
