@@ -3,7 +3,7 @@
 //! following a worker's log, reconnecting after a dropped stream without
 //! losing or repeating lines.
 
-use super::{cluster, finished_phase, job_pods, ClientError};
+use super::{cluster, finished_phase, job_pods, log_readable, ClientError};
 use crate::cluster::{ClientApi, ClusterError};
 use crate::controller::model::{ResultRecord, RunKey, RunKind};
 use crate::vocab::{log_configmap_name, INIT_CONTAINER, LAUNCHER_CONTAINER};
@@ -162,23 +162,6 @@ async fn run_pod<C: ClientApi>(
     Ok((key, pod))
 }
 
-/// Whether a container has started (a log can be read).
-fn started(pod: &Pod, container: &str) -> bool {
-    finished_phase(pod)
-        || pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .is_some_and(|cs| {
-                cs.iter().any(|s| {
-                    s.name == container
-                        && s.state
-                            .as_ref()
-                            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
-                })
-            })
-}
-
 /// Prints a run's worker log to `out`: live from its pod (followed to the
 /// end with `follow`), or, when the pod is gone or its log cannot be read,
 /// the tail the controller kept with its result.
@@ -190,7 +173,7 @@ pub async fn show<C: ClientApi>(
     out: &mut (dyn Write + Send),
 ) -> Result<LogSource, ClientError> {
     let (key, pod) = run_pod(c, ns, target).await?;
-    if let Some((pod, container)) = pod.filter(|(p, c)| started(p, c)) {
+    if let Some((pod, container)) = pod.filter(|(p, c)| log_readable(p, c)) {
         let name = pod.name_any();
         let live = if follow {
             let mut follower = LogFollower::new();

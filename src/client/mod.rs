@@ -95,6 +95,24 @@ pub(crate) async fn job_pods<C: ClientApi>(
         .collect())
 }
 
+/// Whether a container's log can be read: it has started (running or
+/// terminated), or its pod has finished.
+pub(crate) fn log_readable(pod: &Pod, container: &str) -> bool {
+    finished_phase(pod)
+        || pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|s| {
+                    s.name == container
+                        && s.state
+                            .as_ref()
+                            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+                })
+            })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

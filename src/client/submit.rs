@@ -5,7 +5,7 @@
 use super::cancel::cancel;
 use super::logs::{exit_code, worker_container, LogFollower};
 use super::{
-    cluster, finished_phase, job_pods, ClientError, EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT,
+    cluster, job_pods, log_readable, ClientError, EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT,
 };
 use crate::cluster::ClientApi;
 use crate::controller::model::RunKey;
@@ -288,19 +288,7 @@ pub async fn submit<C: ClientApi>(
             let mut pod_done: Option<i32> = None;
             if let Some(pod) = pod {
                 if let Some(container) = worker_container(pod) {
-                    let started_container = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.container_statuses.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter().any(|s| {
-                                s.name == container
-                                    && s.state.as_ref().is_some_and(|st| {
-                                        st.running.is_some() || st.terminated.is_some()
-                                    })
-                            })
-                        });
-                    if started_container || finished_phase(pod) {
+                    if log_readable(pod, &container) {
                         let _ = follower
                             .pass(c, ns, &pod.name_any(), &container, logs)
                             .await;
