@@ -266,7 +266,7 @@ struct Tally {
 
 /// Where in a run object a value is (the paths the shape is counted at).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum At {
+pub(super) enum At {
     Root,
     Metadata,
     /// A Job's `spec`.
@@ -288,7 +288,7 @@ enum At {
 
 impl At {
     /// Where the member `key` of an object at `self` is.
-    fn member(self, key: &str, job: bool) -> At {
+    pub(super) fn member(self, key: &str, job: bool) -> At {
         match (self, key) {
             (At::Root, "metadata") => At::Metadata,
             (At::Root, "spec") if job => At::JobSpec,
@@ -304,12 +304,12 @@ impl At {
     }
 
     /// Lists the shape counts: nothing but a list (or `null`) is expected.
-    fn is_list(self) -> bool {
+    pub(super) fn is_list(self) -> bool {
         matches!(self, At::Containers { .. } | At::Env | At::Volumes)
     }
 
     /// Objects the shape is read from: nothing but an object (or `null`).
-    fn is_object(self) -> bool {
+    pub(super) fn is_object(self) -> bool {
         matches!(
             self,
             At::Root | At::JobSpec | At::Template | At::PodSpec | At::Container

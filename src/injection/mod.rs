@@ -6,6 +6,7 @@
 //! Pure: nothing here does I/O or imports the runtime, the cluster API or the
 //! servers.
 
+pub mod bounded;
 pub mod limits;
 pub mod manifests;
 pub mod patch;

@@ -158,6 +158,15 @@ impl Ops {
         self.with_value("replace", path, value)
     }
 
+    /// `add` of the JSON text `json` (already serialised) at `path`.
+    pub fn add_raw(&mut self, path: &Pointer, json: &[u8]) -> Result<(), SerError> {
+        self.head("add", path)?;
+        self.json.extend_from_slice(br#","value":"#);
+        self.json.extend_from_slice(json);
+        self.json.push(b'}');
+        Ok(())
+    }
+
     /// `remove` of what is at `path`.
     pub fn remove(&mut self, path: &Pointer) -> Result<(), SerError> {
         self.head("remove", path)?;
@@ -301,7 +310,10 @@ fn value<T: Serialize + ?Sized>(v: &T) -> Result<Value, SerError> {
     serde_json::to_value(v)
 }
 
-/// Diff of two serialisable values through JSON (nothing when equal).
+/// Diff of two serialisable values through JSON (nothing when equal). A
+/// struct (every caller's) is serialised member by member into bytes; only
+/// the members whose bytes differ on both sides are parsed and diffed as
+/// JSON, and a member only the new side has is copied in as written.
 fn diff_json<T: Serialize + PartialEq>(
     path: &mut Pointer,
     old: &T,
@@ -311,7 +323,158 @@ fn diff_json<T: Serialize + PartialEq>(
     if old == new {
         return Ok(());
     }
-    diff_at(path, &value(old)?, &value(new)?, ops)
+    match (Members::of(old), Members::of(new)) {
+        (Some(o), Some(n)) => diff_members(path, &o, &n, ops),
+        _ => diff_at(path, &value(old)?, &value(new)?, ops),
+    }
+}
+
+/// `diff_at` of two objects given as their members' JSON texts.
+fn diff_members(
+    path: &mut Pointer,
+    old: &Members,
+    new: &Members,
+    ops: &mut Ops,
+) -> Result<(), SerError> {
+    for (key, old_json) in old.iter() {
+        path.push_back(key);
+        match new.get(key) {
+            None => ops.remove(path)?,
+            Some(new_json) if new_json == old_json => {}
+            // As in `diff_at`: a whole list at a member that was `[]`.
+            Some(new_json) if old_json == b"[]" => ops.add_raw(path, new_json)?,
+            Some(new_json) => {
+                let (o, n): (Value, Value) = (
+                    serde_json::from_slice(old_json)?,
+                    serde_json::from_slice(new_json)?,
+                );
+                diff_at(path, &o, &n, ops)?;
+            }
+        }
+        path.pop_back();
+    }
+    for (key, new_json) in new.iter() {
+        if old.get(key).is_none() {
+            path.push_back(key);
+            ops.add_raw(path, new_json)?;
+            path.pop_back();
+        }
+    }
+    Ok(())
+}
+
+/// A struct's members as serialised: each one's name and JSON text.
+struct Members {
+    json: Vec<u8>,
+    members: Vec<(&'static str, std::ops::Range<usize>)>,
+}
+
+impl Members {
+    /// `None` when `value` does not serialise as a struct.
+    fn of<T: Serialize + ?Sized>(value: &T) -> Option<Self> {
+        let mut members = Members {
+            json: Vec::with_capacity(512),
+            members: Vec::with_capacity(16),
+        };
+        value.serialize(MembersSerializer(&mut members)).ok()?;
+        Some(members)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.members
+            .iter()
+            .map(|(k, r)| (*k, &self.json[r.clone()]))
+    }
+
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        self.members
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, r)| &self.json[r.clone()])
+    }
+}
+
+/// Serialises a struct into [`Members`]; anything else is an error.
+struct MembersSerializer<'m>(&'m mut Members);
+
+macro_rules! not_a_struct {
+    ($($method:ident($($ty:ty),*) -> $ret:ty),* $(,)?) => {
+        $(
+            fn $method(self $(, _: $ty)*) -> Result<$ret, SerError> {
+                Err(serde::ser::Error::custom("not a struct"))
+            }
+        )*
+    };
+}
+
+impl<'m> serde::Serializer for MembersSerializer<'m> {
+    type Ok = ();
+    type Error = SerError;
+    type SerializeSeq = serde::ser::Impossible<(), SerError>;
+    type SerializeTuple = serde::ser::Impossible<(), SerError>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), SerError>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), SerError>;
+    type SerializeMap = serde::ser::Impossible<(), SerError>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = serde::ser::Impossible<(), SerError>;
+
+    not_a_struct! {
+        serialize_bool(bool) -> (), serialize_i8(i8) -> (), serialize_i16(i16) -> (),
+        serialize_i32(i32) -> (), serialize_i64(i64) -> (), serialize_u8(u8) -> (),
+        serialize_u16(u16) -> (), serialize_u32(u32) -> (), serialize_u64(u64) -> (),
+        serialize_f32(f32) -> (), serialize_f64(f64) -> (), serialize_char(char) -> (),
+        serialize_str(&str) -> (), serialize_bytes(&[u8]) -> (), serialize_none() -> (),
+        serialize_unit() -> (), serialize_unit_struct(&'static str) -> (),
+        serialize_unit_variant(&'static str, u32, &'static str) -> (),
+        serialize_seq(Option<usize>) -> Self::SerializeSeq,
+        serialize_tuple(usize) -> Self::SerializeTuple,
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+        serialize_map(Option<usize>) -> Self::SerializeMap,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant,
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), SerError> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), SerError> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), SerError> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, SerError> {
+        Ok(self)
+    }
+}
+
+impl serde::ser::SerializeStruct for MembersSerializer<'_> {
+    type Ok = ();
+    type Error = SerError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), SerError> {
+        let start = self.0.json.len();
+        serde_json::to_writer(&mut self.0.json, value)?;
+        let end = self.0.json.len();
+        self.0.members.push((key, start..end));
+        Ok(())
+    }
+    fn end(self) -> Result<(), SerError> {
+        Ok(())
+    }
 }
 
 /// Named list elements whose changes are themselves diffed typed.

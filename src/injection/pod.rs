@@ -438,6 +438,9 @@ fn worker_path(pool: &WorkerPoolSpec, meta: &ObjectMeta) -> Option<String> {
 /// Sets runyard's variables (always), then the `extra` ones the container lacks.
 fn apply_env(c: &mut Container, runyard: &[EnvVar], extra: &[EnvVar]) {
     let vars = c.env.get_or_insert_with(Vec::new);
+    // One allocation at most (the run's list is grown once, not doubled
+    // element by element: an `EnvVar` is a few hundred bytes).
+    vars.reserve(runyard.len() + extra.len());
     for var in runyard {
         let end = vars.len();
         upsert_at(vars, var.clone(), end);
@@ -518,6 +521,7 @@ fn apply_mounts(
     extra: &[VolumeMount],
 ) -> Result<(), InjectError> {
     let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+    mounts.reserve(wanted.len() + extra.len());
     for m in wanted {
         match mounts.iter_mut().find(|x| x.mount_path == m.mount_path) {
             Some(existing) if existing.name == m.name => {

@@ -360,8 +360,11 @@ fn parse_object<T: serde::de::DeserializeOwned>(
             format!("runyard: request.{field} is not a valid {kind}: {e}"),
         )
     };
-    // Sized up before it is built: the typed object can be many times the
-    // JSON (see `injection::limits`).
+    // Parsed under the scan's limits (the typed object can be many times
+    // the JSON, see `injection::limits`); refused, the scan says why.
+    if let Some(obj) = parse_bounded(kind, raw) {
+        return Ok(obj);
+    }
     let scanned = match scan_object(kind, raw) {
         Ok(scanned) => scanned,
         Err(limits::ScanError::TooLarge(e)) => return Err((e.reason(), e.to_string())),
@@ -370,13 +373,21 @@ fn parse_object<T: serde::de::DeserializeOwned>(
     parse_typed(raw.get(), scanned.managed_fields).map_err(|e| invalid(&e))
 }
 
-/// Phase "size scan" (part of the object parse): `limits::scan_object`.
+/// Phase "object parse": the raw object into the typed Job or Pod, counted,
+/// checked and bounded as it is read (`injection::bounded`).
+#[inline(never)]
+fn parse_bounded<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) -> Option<T> {
+    crate::injection::bounded::parse(kind, raw.get())
+}
+
+/// Phase "size scan" (part of the object parse, for an object the bounded
+/// parse refused: the scan finds out why): `limits::scan_object`.
 #[inline(never)]
 fn scan_object(kind: &'static str, raw: &RawValue) -> Result<limits::Scanned, limits::ScanError> {
     limits::scan_object(kind, raw.get())
 }
 
-/// Phase "object parse": the raw object into the typed Job or Pod. Its
+/// The typed parse after a scan (an object the bounded parse refused). Its
 /// `metadata.managedFields` (`skip`, located by the scan), which runyard
 /// drops anyway, is parsed as `null` rather than built and freed.
 #[inline(never)]
