@@ -1,4 +1,4 @@
-//! The typed parse of a review's object with [`limits::scan_object`]'s checks
+//! The typed parse of a review's object with [`scan_object`]'s checks
 //! made while it is parsed, instead of in a pass of their own before it.
 //!
 //! [`parse`] wraps serde_json's deserializer: every value the typed Pod or
@@ -11,7 +11,7 @@
 //!
 //! It is a fast path, not a second definition: when it refuses an object
 //! (any error, over a limit or not), the caller runs the scan and the plain
-//! typed parse ([`limits::scan_object`]) for the exact error, so what is
+//! typed parse ([`scan_object`], [`Scanned::parse`]) for the exact error, so what is
 //! accepted and every message stay those of the scan. The tests check that
 //! both accept the same objects and build the same values.
 
@@ -89,30 +89,22 @@ struct Guard<'b, D> {
 }
 
 impl<'b, D> Guard<'b, D> {
-    fn visitor<V>(&self, v: V) -> Counted<'b, V> {
-        Counted {
+    /// The inner deserializer, and `v` wrapped to count what it is given.
+    fn split<V>(self, v: V) -> (D, Counted<'b, V>) {
+        let counted = Counted {
             v,
             b: self.b,
             at: self.at,
-        }
+        };
+        (self.d, counted)
     }
 }
 
-macro_rules! forward {
-    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
-        $(
-            fn $method<V: Visitor<'de>>(self $(, $arg: $ty)*, visitor: V) -> Result<V::Value, D::Error> {
-                let v = self.visitor(visitor);
-                self.d.$method($($arg,)* v)
-            }
-        )*
-    };
-}
-
-impl<'de, 'b, D: Deserializer<'de>> Deserializer<'de> for Guard<'b, D> {
-    type Error = D::Error;
-
-    forward! {
+/// The `Deserializer` methods of a wrapper (one with a `split` into the
+/// inner deserializer and a wrapped visitor) that forward as they are.
+macro_rules! forward_all {
+    () => {
+        forward_all! {
         deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(),
         deserialize_i32(), deserialize_i64(), deserialize_i128(), deserialize_u8(),
         deserialize_u16(), deserialize_u32(), deserialize_u64(), deserialize_u128(),
@@ -126,13 +118,28 @@ impl<'de, 'b, D: Deserializer<'de>> Deserializer<'de> for Guard<'b, D> {
         deserialize_tuple_struct(name: &'static str, len: usize),
         deserialize_struct(name: &'static str, fields: &'static [&'static str]),
         deserialize_enum(name: &'static str, variants: &'static [&'static str]),
-    }
+        }
+    };
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'de>>(self $(, $arg: $ty)*, visitor: V) -> Result<V::Value, D::Error> {
+                let (d, v) = self.split(visitor);
+                d.$method($($arg,)* v)
+            }
+        )*
+    };
+}
+
+impl<'de, 'b, D: Deserializer<'de>> Deserializer<'de> for Guard<'b, D> {
+    type Error = D::Error;
+
+    forward_all!();
 
     /// What the typed object does not read (unknown fields) is still walked
     /// and counted, as the scan walks it: only not built.
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let v = self.visitor(visitor);
-        self.d.deserialize_any(v)
+        let (d, v) = self.split(visitor);
+        d.deserialize_any(v)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -475,41 +482,22 @@ struct KeyDe<'s, 'de, D> {
     slot: &'s mut Option<Cow<'de, str>>,
 }
 
-macro_rules! forward_key {
-    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
-        $(
-            fn $method<V: Visitor<'de>>(self $(, $arg: $ty)*, visitor: V) -> Result<V::Value, D::Error> {
-                self.d.$method($($arg,)* KeyVisitor { v: visitor, slot: self.slot })
-            }
-        )*
-    };
+impl<'s, 'de, D> KeyDe<'s, 'de, D> {
+    /// The inner deserializer, and `v` wrapped to keep the key's text.
+    fn split<V>(self, v: V) -> (D, KeyVisitor<'s, 'de, V>) {
+        (self.d, KeyVisitor { v, slot: self.slot })
+    }
 }
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for KeyDe<'_, 'de, D> {
     type Error = D::Error;
 
-    forward_key! {
-        deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(),
-        deserialize_i32(), deserialize_i64(), deserialize_i128(), deserialize_u8(),
-        deserialize_u16(), deserialize_u32(), deserialize_u64(), deserialize_u128(),
-        deserialize_f32(), deserialize_f64(), deserialize_char(), deserialize_str(),
-        deserialize_string(), deserialize_bytes(), deserialize_byte_buf(),
-        deserialize_option(), deserialize_unit(), deserialize_seq(), deserialize_map(),
-        deserialize_identifier(),
-        deserialize_unit_struct(name: &'static str),
-        deserialize_newtype_struct(name: &'static str),
-        deserialize_tuple(len: usize),
-        deserialize_tuple_struct(name: &'static str, len: usize),
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
-        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
-    }
+    forward_all!();
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
         // The text is needed even of a key nobody reads.
-        self.d.deserialize_any(KeyVisitor {
-            v: visitor,
-            slot: self.slot,
-        })
+        let (d, v) = self.split(visitor);
+        d.deserialize_any(v)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -551,12 +539,7 @@ mod tests {
 
     /// The scan-then-parse path the bounded parse stands in for.
     fn scanned<T: de::DeserializeOwned>(kind: &'static str, raw: &str) -> Option<T> {
-        let scanned = limits::scan_object(kind, raw).ok()?;
-        let text = match scanned.managed_fields {
-            Some(r) => format!("{}null{}", &raw[..r.start], &raw[r.end..]),
-            None => raw.to_string(),
-        };
-        serde_json::from_str(&text).ok()
+        limits::scan_object(kind, raw).ok()?.parse(raw).ok()
     }
 
     fn same_as_scan(raw: &str) {

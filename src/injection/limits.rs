@@ -208,6 +208,30 @@ pub struct Scanned {
     pub managed_fields: Option<std::ops::Range<usize>>,
 }
 
+impl Scanned {
+    /// The typed parse of the `raw` object this scan read. Its
+    /// `metadata.managedFields`, which runyard drops anyway, is parsed as
+    /// `null` rather than built and freed. Out of line: the typed-parse
+    /// phase of a profile (for an object the bounded parse refused).
+    #[inline(never)]
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, raw: &str) -> Result<T, serde_json::Error> {
+        match self
+            .managed_fields
+            .clone()
+            .filter(|r| raw.get(r.clone()).is_some())
+        {
+            None => serde_json::from_str(raw),
+            Some(range) => {
+                let mut text = String::with_capacity(raw.len() - range.len() + 4);
+                text.push_str(&raw[..range.start]);
+                text.push_str("null");
+                text.push_str(&raw[range.end..]);
+                serde_json::from_str(&text)
+            }
+        }
+    }
+}
+
 /// [`scan`], also locating `metadata.managedFields`: one pass over the raw
 /// JSON that counts its values, checks for duplicate keys and tallies the
 /// shape at the paths it is read at.

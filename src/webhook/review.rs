@@ -370,7 +370,7 @@ fn parse_object<T: serde::de::DeserializeOwned>(
         Err(limits::ScanError::TooLarge(e)) => return Err((e.reason(), e.to_string())),
         Err(limits::ScanError::Json(e)) => return Err(invalid(&e)),
     };
-    parse_typed(raw.get(), scanned.managed_fields).map_err(|e| invalid(&e))
+    scanned.parse(raw.get()).map_err(|e| invalid(&e))
 }
 
 /// Phase "object parse": the raw object into the typed Job or Pod, counted,
@@ -385,26 +385,6 @@ fn parse_bounded<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawVa
 #[inline(never)]
 fn scan_object(kind: &'static str, raw: &RawValue) -> Result<limits::Scanned, limits::ScanError> {
     limits::scan_object(kind, raw.get())
-}
-
-/// The typed parse after a scan (an object the bounded parse refused). Its
-/// `metadata.managedFields` (`skip`, located by the scan), which runyard
-/// drops anyway, is parsed as `null` rather than built and freed.
-#[inline(never)]
-fn parse_typed<T: serde::de::DeserializeOwned>(
-    raw: &str,
-    skip: Option<std::ops::Range<usize>>,
-) -> Result<T, serde_json::Error> {
-    match skip.filter(|r| raw.get(r.clone()).is_some()) {
-        None => serde_json::from_str(raw),
-        Some(range) => {
-            let mut text = String::with_capacity(raw.len() - range.len() + 4);
-            text.push_str(&raw[..range.start]);
-            text.push_str("null");
-            text.push_str(&raw[range.end..]);
-            serde_json::from_str(&text)
-        }
-    }
 }
 
 fn namespace_of(request: Option<&str>, object: Option<&str>) -> Result<String, Denial> {
