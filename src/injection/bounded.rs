@@ -104,6 +104,18 @@ impl<'b, D> Guard<'b, D> {
 /// inner deserializer and a wrapped visitor) that forward as they are.
 macro_rules! forward_all {
     () => {
+        /// Ignored values (unknown fields; keys nobody reads) are still
+        /// walked, so they are counted and checked (and a key's text seen)
+        /// as the scan walks them: only not built.
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            let (d, v) = self.split(visitor);
+            d.deserialize_any(v)
+        }
+
+        fn is_human_readable(&self) -> bool {
+            self.d.is_human_readable()
+        }
+
         forward_all! {
         deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(),
         deserialize_i32(), deserialize_i64(), deserialize_i128(), deserialize_u8(),
@@ -134,17 +146,6 @@ impl<'de, 'b, D: Deserializer<'de>> Deserializer<'de> for Guard<'b, D> {
     type Error = D::Error;
 
     forward_all!();
-
-    /// What the typed object does not read (unknown fields) is still walked
-    /// and counted, as the scan walks it: only not built.
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let (d, v) = self.split(visitor);
-        d.deserialize_any(v)
-    }
-
-    fn is_human_readable(&self) -> bool {
-        self.d.is_human_readable()
-    }
 }
 
 /// A visitor that counts the value it is given, checks its kind at `at`, and
@@ -493,16 +494,6 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KeyDe<'_, 'de, D> {
     type Error = D::Error;
 
     forward_all!();
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        // The text is needed even of a key nobody reads.
-        let (d, v) = self.split(visitor);
-        d.deserialize_any(v)
-    }
-
-    fn is_human_readable(&self) -> bool {
-        self.d.is_human_readable()
-    }
 }
 
 /// Keeps a key's text, then hands it on.
