@@ -22,25 +22,49 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// Parses `raw` (a `kind` object, `Pod` or `Job`) into `T` under the scan's
 /// limits. `None`: refused (not valid, or over a limit); the caller finds out
 /// why with the scan.
 pub fn parse<T: de::DeserializeOwned>(kind: &'static str, raw: &str) -> Option<T> {
-    let budget = Budget {
-        job: kind == "Job",
-        values: Cell::new(0),
-        shape: Cell::new(Shape::default()),
-    };
     let mut d = serde_json::Deserializer::from_str(raw);
-    let value = T::deserialize(Guard {
-        d: &mut d,
-        b: &budget,
-        at: At::Root,
-    })
-    .ok()?;
+    let value = seed::<T>(kind).deserialize(&mut d).ok()?;
     d.end().ok()?;
     Some(value)
+}
+
+/// [`parse`] of a value inside a larger document (the object of an
+/// AdmissionReview, read where it stands in the review): a seed that reads a
+/// `kind` object (`Pod` or `Job`) into `T` under the scan's limits. An error
+/// is a refusal, as `None` is for [`parse`].
+pub fn seed<T>(kind: &'static str) -> Seed<T> {
+    Seed {
+        kind,
+        value: PhantomData,
+    }
+}
+
+/// See [`seed`].
+pub struct Seed<T> {
+    kind: &'static str,
+    value: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for Seed<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        let budget = Budget {
+            job: self.kind == "Job",
+            values: Cell::new(0),
+            shape: Cell::new(Shape::default()),
+        };
+        T::deserialize(Guard {
+            d,
+            b: &budget,
+            at: At::Root,
+        })
+    }
 }
 
 /// What the parse has counted so far.

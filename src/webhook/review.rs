@@ -1,7 +1,10 @@
 //! AdmissionReview v1 in, AdmissionReview v1 out.
 //!
-//! The request is parsed once: the envelope into small structs and the object
-//! straight from its raw JSON into the typed Job or Pod. Business outcomes
+//! The request is parsed once: the envelope into small structs and, where the
+//! review needs it, the object into the typed Job or Pod where it stands in
+//! the body (the API server writes the request's kind and operation before
+//! its object); an object met before the review knows what it is is kept as
+//! its raw JSON and parsed when needed. Business outcomes
 //! (denials, invalid objects) are answered with HTTP 200 and `allowed: false`;
 //! only a body that is not a readable AdmissionReview v1 is a [`ReviewError`]
 //! (HTTP 400).
@@ -10,6 +13,7 @@ use crate::injection::{limits, InjectError, Injector, Mutation, PoolSource, Requ
 use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -58,9 +62,9 @@ struct RequestIn<'a> {
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    object: Option<Object<'a>>,
     #[serde(borrow, default)]
-    old_object: Option<&'a RawValue>,
+    old_object: Option<Object<'a>>,
     #[serde(default)]
     user_info: UserInfo,
 }
@@ -164,25 +168,13 @@ pub fn handle(
         .uid
         .filter(|u| !u.is_empty())
         .ok_or(ReviewError::MissingUid)?;
-    let gvk = request.kind.unwrap_or_default();
-    let kind = match (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()) {
-        ("batch", "v1", "Job") => ReviewKind::Job,
-        ("", "v1", "Pod") => ReviewKind::Pod,
-        _ => ReviewKind::Other,
-    };
-    let operation = match request.operation.as_deref() {
-        Some("CREATE") => Operation::Create,
-        Some("UPDATE") => Operation::Update,
-        _ => Operation::Other,
-    };
+    let kind = ReviewKind::of(request.kind.as_ref());
     let dry_run = request.dry_run.unwrap_or(false);
-    let sub_resource = request.sub_resource.as_deref().unwrap_or_default();
-    let action = match (kind, operation, sub_resource) {
-        (ReviewKind::Other, _, _) | (_, Operation::Other, _) => None,
-        (_, op, "") => Some(op),
-        (ReviewKind::Pod, Operation::Update, "ephemeralcontainers") => Some(Operation::Ephemeral),
-        _ => None,
-    };
+    let action = Operation::action(
+        kind,
+        request.operation.as_deref(),
+        request.sub_resource.as_deref(),
+    );
     let applies = action.is_some();
     let decided = match action {
         None => Ok(None),
@@ -229,11 +221,273 @@ pub fn handle(
 // profile (`valgrind --tool=callgrind`, BENCHMARKS.md's per-phase table) shows
 // each one as its own function; a call per phase costs nothing measurable.
 
-/// Phase "envelope parse": the AdmissionReview around the object, whose raw
-/// JSON is borrowed, not parsed.
+/// Phase "envelope parse" (with, in the common case, the object parse): the
+/// AdmissionReview, its object read in place when the request's kind and
+/// operation came first and say the review needs it. Any error there, and
+/// the plain parse (the object's raw JSON borrowed, not parsed) decides what
+/// is read and explains what is not: the in-place parse only ever saves a
+/// pass over the object, it never accepts or refuses anything of its own.
 #[inline(never)]
 fn parse_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
+    if let Ok(review) = parse_in_place(body) {
+        return Ok(review);
+    }
     Ok(serde_json::from_slice(body)?)
+}
+
+/// The AdmissionReview with its objects parsed in place where possible.
+fn parse_in_place(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
+    // Checked as UTF-8 once, so that the parse does not check every string
+    // again (serde_json's `from_slice` does); not UTF-8, and the derived
+    // parse says so.
+    let body = std::str::from_utf8(body).map_err(serde::de::Error::custom)?;
+    let mut d = serde_json::Deserializer::from_str(body);
+    let review = d.deserialize_map(InPlace)?;
+    d.end()?;
+    Ok(review)
+}
+
+/// The request's object as the envelope parse left it.
+enum Object<'a> {
+    /// Its JSON, borrowed from the body: parsed when the review needs it.
+    Raw(&'a RawValue),
+    /// Parsed where it stood in the body, under the scan's limits
+    /// (`injection::bounded`).
+    Pod(Box<Pod>),
+    Job(Box<Job>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(Object::Raw)
+    }
+}
+
+/// A run object the in-place parse reads.
+trait Typed: RunObject {
+    /// `object` as `Self`; what is not `Self` is handed back.
+    fn typed(object: Object<'_>) -> Result<Self, Object<'_>>;
+}
+
+impl Typed for Pod {
+    fn typed(object: Object<'_>) -> Result<Self, Object<'_>> {
+        match object {
+            Object::Pod(pod) => Ok(*pod),
+            other => Err(other),
+        }
+    }
+}
+
+impl Typed for Job {
+    fn typed(object: Object<'_>) -> Result<Self, Object<'_>> {
+        match object {
+            Object::Job(job) => Ok(*job),
+            other => Err(other),
+        }
+    }
+}
+
+/// The visitors of the in-place parse: the fields of [`ReviewIn`] and
+/// [`RequestIn`] as their derived parse reads them. Whatever those would read
+/// differently (a key with an escape, a duplicate, fields as a JSON array) is
+/// an error here, and the derived parse decides.
+struct InPlace;
+
+fn duplicate<E: de::Error>(seen: &mut bool, field: &'static str) -> Result<(), E> {
+    if std::mem::replace(seen, true) {
+        return Err(E::duplicate_field(field));
+    }
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for InPlace {
+    type Value = ReviewIn<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an AdmissionReview")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReviewIn<'de>, A::Error> {
+        let mut review = ReviewIn {
+            api_version: None,
+            kind: None,
+            request: None,
+        };
+        let mut seen = [false; 3];
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "apiVersion" => {
+                    duplicate(&mut seen[0], "apiVersion")?;
+                    review.api_version = map.next_value()?;
+                }
+                "kind" => {
+                    duplicate(&mut seen[1], "kind")?;
+                    review.kind = map.next_value()?;
+                }
+                "request" => {
+                    duplicate(&mut seen[2], "request")?;
+                    review.request = map.next_value_seed(Nullable(InPlaceRequest))?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(review)
+    }
+}
+
+/// `null` as `None`, anything else read by the inner seed.
+struct Nullable<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a value or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// The request of the in-place parse.
+struct InPlaceRequest;
+
+impl<'de> DeserializeSeed<'de> for InPlaceRequest {
+    type Value = RequestIn<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InPlaceRequest {
+    type Value = RequestIn<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an AdmissionReview request")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestIn<'de>, A::Error> {
+        let mut request = RequestIn {
+            uid: None,
+            kind: None,
+            sub_resource: None,
+            namespace: None,
+            operation: None,
+            dry_run: None,
+            object: None,
+            old_object: None,
+            user_info: UserInfo::default(),
+        };
+        let mut seen = [false; 9];
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "uid" => {
+                    duplicate(&mut seen[0], "uid")?;
+                    request.uid = map.next_value()?;
+                }
+                "kind" => {
+                    duplicate(&mut seen[1], "kind")?;
+                    request.kind = map.next_value()?;
+                }
+                "subResource" => {
+                    duplicate(&mut seen[2], "subResource")?;
+                    request.sub_resource = map.next_value()?;
+                }
+                "namespace" => {
+                    duplicate(&mut seen[3], "namespace")?;
+                    request.namespace = map.next_value()?;
+                }
+                "operation" => {
+                    duplicate(&mut seen[4], "operation")?;
+                    request.operation = map.next_value()?;
+                }
+                "dryRun" => {
+                    duplicate(&mut seen[5], "dryRun")?;
+                    request.dry_run = map.next_value()?;
+                }
+                "object" => {
+                    duplicate(&mut seen[6], "object")?;
+                    let wanted = request.wanted().is_some();
+                    request.object = map.next_value_seed(ObjectSeed::new(&request, wanted))?;
+                }
+                "oldObject" => {
+                    duplicate(&mut seen[7], "oldObject")?;
+                    let wanted = matches!(
+                        request.wanted(),
+                        Some(Operation::Update | Operation::Ephemeral)
+                    );
+                    request.old_object = map.next_value_seed(ObjectSeed::new(&request, wanted))?;
+                }
+                "userInfo" => {
+                    duplicate(&mut seen[8], "userInfo")?;
+                    request.user_info = map.next_value()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+impl RequestIn<'_> {
+    /// What the review will do with the request, as far as the fields read
+    /// so far say (an absent subresource is none, as the API server omits it).
+    fn wanted(&self) -> Option<Operation> {
+        Operation::action(
+            ReviewKind::of(self.kind.as_ref()),
+            self.operation.as_deref(),
+            self.sub_resource.as_deref(),
+        )
+    }
+}
+
+/// An object of the request: typed, when the review reads it and the kind is
+/// known; its raw JSON otherwise.
+struct ObjectSeed {
+    typed: Option<ReviewKind>,
+}
+
+impl ObjectSeed {
+    fn new(request: &RequestIn<'_>, wanted: bool) -> Nullable<Self> {
+        let typed = wanted.then(|| ReviewKind::of(request.kind.as_ref()));
+        Nullable(ObjectSeed { typed })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed {
+    type Value = Object<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Object<'de>, D::Error> {
+        use crate::injection::bounded::seed;
+        match self.typed {
+            Some(ReviewKind::Pod) => seed::<Pod>(Pod::KIND)
+                .deserialize(d)
+                .map(|p| Object::Pod(Box::new(p))),
+            Some(ReviewKind::Job) => seed::<Job>(Job::KIND)
+                .deserialize(d)
+                .map(|j| Object::Job(Box::new(j))),
+            _ => Object::deserialize(d),
+        }
+    }
 }
 
 /// Writes the AdmissionReview response. Built by hand into one buffer: the
@@ -300,23 +554,71 @@ enum Operation {
     Other,
 }
 
-/// The request's objects, unparsed.
-#[derive(Clone, Copy)]
+impl Operation {
+    /// What a review of `kind` does for `operation` on `sub_resource`:
+    /// `None`, nothing (not a kind or operation runyard reviews).
+    fn action(
+        kind: ReviewKind,
+        operation: Option<&str>,
+        sub_resource: Option<&str>,
+    ) -> Option<Operation> {
+        let operation = match operation {
+            Some("CREATE") => Operation::Create,
+            Some("UPDATE") => Operation::Update,
+            _ => Operation::Other,
+        };
+        match (kind, operation, sub_resource.unwrap_or_default()) {
+            (ReviewKind::Other, _, _) | (_, Operation::Other, _) => None,
+            (_, op, "") => Some(op),
+            (ReviewKind::Pod, Operation::Update, "ephemeralcontainers") => {
+                Some(Operation::Ephemeral)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ReviewKind {
+    fn of(gvk: Option<&Gvk>) -> Self {
+        let Some(gvk) = gvk else {
+            return Self::Other;
+        };
+        match (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()) {
+            ("batch", "v1", "Job") => Self::Job,
+            ("", "v1", "Pod") => Self::Pod,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// The request's objects, as the envelope parse left them.
 struct Objects<'a> {
-    new: Option<&'a RawValue>,
-    old: Option<&'a RawValue>,
+    new: Option<Object<'a>>,
+    old: Option<Object<'a>>,
     namespace: Option<&'a str>,
 }
 
 impl Objects<'_> {
-    fn parse<R: RunObject>(raw: Option<&RawValue>, field: &str) -> Result<R, Denial> {
-        let raw = raw.ok_or_else(|| ("invalid", format!("runyard: request.{field} is missing")))?;
-        let obj: R = parse_object(raw, field, R::KIND)?;
+    fn parse<R: Typed>(object: Option<Object<'_>>, field: &str) -> Result<R, Denial> {
+        let object =
+            object.ok_or_else(|| ("invalid", format!("runyard: request.{field} is missing")))?;
+        let obj: R = match R::typed(object) {
+            Ok(obj) => obj,
+            Err(Object::Raw(raw)) => parse_object(raw, field, R::KIND)?,
+            // The in-place parse reads the kind the request names, and the
+            // review reads that same kind: never the other one.
+            Err(Object::Pod(_) | Object::Job(_)) => {
+                return Err((
+                    "invalid",
+                    format!("runyard: request.{field} is not a {}", R::KIND),
+                ))
+            }
+        };
         Ok(obj.without_managed_fields())
     }
 }
 
-fn review_object<R: RunObject>(
+fn review_object<R: Typed>(
     op: Operation,
     objects: Objects<'_>,
     requester: Requester,
@@ -414,4 +716,216 @@ fn outcome_patch<T>(outcome: Result<Mutation<T>, InjectError>) -> Result<Option<
 #[inline(never)]
 fn free<T>(object: T) {
     drop(object);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a review's envelope says, its objects as their typed JSON (a raw
+    /// object parsed as the request's kind, when it is one), for comparing
+    /// the in-place parse with the derived one.
+    fn seen(review: ReviewIn<'_>) -> String {
+        let Some(request) = review.request else {
+            return format!("{:?} {:?} no request", review.api_version, review.kind);
+        };
+        let kind = ReviewKind::of(request.kind.as_ref());
+        let object = |o: Option<Object<'_>>| match o {
+            None => "none".to_string(),
+            Some(Object::Pod(p)) => serde_json::to_string(&p).expect("pod"),
+            Some(Object::Job(j)) => serde_json::to_string(&j).expect("job"),
+            Some(Object::Raw(raw)) => match kind {
+                ReviewKind::Pod => crate::injection::bounded::parse::<Pod>("Pod", raw.get())
+                    .and_then(|p| serde_json::to_string(&p).ok()),
+                ReviewKind::Job => crate::injection::bounded::parse::<Job>("Job", raw.get())
+                    .and_then(|j| serde_json::to_string(&j).ok()),
+                ReviewKind::Other => None,
+            }
+            .unwrap_or_else(|| format!("raw {}", raw.get())),
+        };
+        let gvk = request
+            .kind
+            .as_ref()
+            .map(|g| format!("{}/{}/{}", g.group, g.version, g.kind));
+        format!(
+            "{:?} {:?} {:?} {gvk:?} {:?} {:?} {:?} {:?} {:?} | {} | {}",
+            review.api_version,
+            review.kind,
+            request.uid,
+            request.sub_resource,
+            request.namespace,
+            request.operation,
+            request.dry_run,
+            request.user_info.username,
+            object(request.object),
+            object(request.old_object),
+        )
+    }
+
+    /// Whenever the in-place parse reads a body, the derived parse reads it
+    /// too, to the same envelope and the same objects.
+    fn same_as_derived(body: &[u8]) -> Option<bool> {
+        let in_place = parse_in_place(body).ok()?;
+        let derived: ReviewIn<'_> =
+            serde_json::from_slice(body).expect("the derived parse reads it too");
+        let typed = in_place
+            .request
+            .as_ref()
+            .is_some_and(|r| matches!(r.object, Some(Object::Pod(_) | Object::Job(_))));
+        assert_eq!(
+            seen(in_place),
+            seen(derived),
+            "{:.300}",
+            String::from_utf8_lossy(body)
+        );
+        Some(typed)
+    }
+
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let mut bodies = Vec::new();
+        for dir in ["v1.21", "v1.36"] {
+            let dir = format!(
+                "{}/tests/fixtures/admission-review/{dir}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            for entry in std::fs::read_dir(&dir).expect("fixtures") {
+                let path = entry.expect("entry").path();
+                bodies.push((
+                    path.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                ));
+            }
+        }
+        for name in ["review-6k.json", "review-16k.json"] {
+            let path = format!("{}/benches/data/{name}", env!("CARGO_MANIFEST_DIR"));
+            bodies.push((path.clone(), std::fs::read(&path).expect("read")));
+        }
+        bodies
+    }
+
+    #[test]
+    fn captured_reviews_have_their_objects_parsed_in_place() {
+        for (name, body) in fixtures() {
+            let typed = same_as_derived(&body).unwrap_or_else(|| panic!("{name}: refused"));
+            // Every captured review is a CREATE or an UPDATE of a Pod or a
+            // Job: the object is read where it stands, not skipped first.
+            assert!(typed, "{name}: object left raw");
+        }
+    }
+
+    #[test]
+    fn what_the_in_place_parse_cannot_read_the_derived_parse_decides() {
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#;
+        let envelope = |request: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#
+            )
+        };
+        let gvk = r#""kind":{"group":"","version":"v1","kind":"Pod"}"#;
+        let cases = [
+            // the object before the kind: kept raw, parsed later
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u","object":{pod},{gvk},"operation":"CREATE"}}"#
+                )),
+                Some(false),
+            ),
+            // a subresource the review does not read: raw
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{gvk},"operation":"UPDATE","subResource":"status","object":{pod},"oldObject":{pod}}}"#
+                )),
+                Some(false),
+            ),
+            // CREATE: the old object (null) is not read as a Pod
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{gvk},"operation":"CREATE","object":{pod},"oldObject":null}}"#
+                )),
+                Some(true),
+            ),
+            // an object that is not a Pod: the derived parse, whose review explains
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{gvk},"operation":"CREATE","object":[1]}}"#
+                )),
+                None,
+            ),
+            // a duplicate field, an escaped key, fields as an array, trailing data
+            (envelope(r#"{"uid":"u","uid":"v"}"#), None),
+            (envelope(r#"{"\u0075id":"u"}"#), None),
+            (
+                r#"["admission.k8s.io/v1","AdmissionReview",null]"#.to_string(),
+                None,
+            ),
+            (format!("{} x", envelope("null")), None),
+            // a null request, an object of null
+            (envelope("null"), Some(false)),
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{gvk},"operation":"CREATE","object":null}}"#
+                )),
+                Some(false),
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(same_as_derived(body.as_bytes()), expected, "{body}");
+        }
+        // What neither reads is the same malformed-JSON error as before.
+        assert!(matches!(
+            parse_envelope(b"{"),
+            Err(ReviewError::Malformed(_))
+        ));
+    }
+
+    /// Envelopes from the pieces of real requests, in any order, repeated,
+    /// with objects of any shape.
+    fn arb_body() -> impl Strategy<Value = String> {
+        let object = prop_oneof![
+            Just("null".to_string()),
+            Just(r#"{"metadata":{"name":"p","labels":{"runyard.dev/pool":"x"}},"spec":{"containers":[{"name":"c"}]}}"#.to_string()),
+            Just(r#"{"spec":{"template":{"spec":{"containers":[]}}}}"#.to_string()),
+            Just(r#"{"metadata":{"name":1}}"#.to_string()),
+            Just(r#"{"metadata":{"managedFields":[{}]}}"#.to_string()),
+            Just("[]".to_string()),
+            Just("7".to_string()),
+        ];
+        let member = prop_oneof![
+            Just(r#""uid":"u""#.to_string()),
+            Just(r#""uid":null"#.to_string()),
+            Just(r#""kind":{"group":"","version":"v1","kind":"Pod"}"#.to_string()),
+            Just(r#""kind":{"group":"batch","version":"v1","kind":"Job"}"#.to_string()),
+            Just(r#""kind":"Pod""#.to_string()),
+            Just(r#""operation":"CREATE""#.to_string()),
+            Just(r#""operation":"UPDATE""#.to_string()),
+            Just(r#""subResource":"ephemeralcontainers""#.to_string()),
+            Just(r#""subResource":"status""#.to_string()),
+            Just(r#""namespace":"ns""#.to_string()),
+            Just(r#""dryRun":true"#.to_string()),
+            Just(r#""dryRun":"yes""#.to_string()),
+            Just(r#""userInfo":{"username":"alice","groups":["a"]}"#.to_string()),
+            Just(r#""options":{"kind":"CreateOptions"}"#.to_string()),
+            object.clone().prop_map(|o| format!(r#""object":{o}"#)),
+            object.prop_map(|o| format!(r#""oldObject":{o}"#)),
+        ];
+        let request = prop_oneof![
+            Just("null".to_string()),
+            proptest::collection::vec(member, 0..10).prop_map(|m| format!("{{{}}}", m.join(","))),
+        ];
+        let top = prop_oneof![
+            Just(r#""apiVersion":"admission.k8s.io/v1""#.to_string()),
+            Just(r#""kind":"AdmissionReview""#.to_string()),
+            Just(r#""response":{"uid":"u"}"#.to_string()),
+            request.prop_map(|r| format!(r#""request":{r}"#)),
+        ];
+        proptest::collection::vec(top, 0..5).prop_map(|m| format!("{{{}}}", m.join(",")))
+    }
+
+    proptest! {
+        #[test]
+        fn the_in_place_parse_reads_what_the_derived_parse_reads(body in arb_body()) {
+            same_as_derived(body.as_bytes());
+        }
+    }
 }
