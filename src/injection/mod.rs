@@ -21,7 +21,7 @@ pub use run::RunObject;
 pub use trust::{Requester, TrustedUsers};
 
 use crate::vocab::{label, LABEL_POOL};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
@@ -340,7 +340,8 @@ impl Injector {
             pool: &pool.spec,
             requester,
         };
-        let mut new = working_copy(&obj);
+        let mut obj = obj;
+        let mut new = working_copy(&mut obj);
         new.inject(&run)?;
         finish(obj, new)
     }
@@ -400,11 +401,44 @@ impl Injector {
     }
 }
 
-/// The copy the engine injects (the original is kept for the patch). Out of
-/// line so that profiles show it as its own phase.
+/// The copy the engine injects (the original is kept for the patch). Its
+/// container lists, and each container's env list, are copied with room for
+/// what the injection adds, so that adding it does not copy them again (a
+/// copy has no spare capacity; an element is hundreds of bytes). Out of line
+/// so that profiles show it as its own phase.
 #[inline(never)]
-fn working_copy<R: RunObject>(obj: &R) -> R {
-    obj.clone()
+fn working_copy<R: RunObject>(obj: &mut R) -> R {
+    /// Room for runyard's and the pool's containers in a list.
+    const CONTAINER_ROOM: usize = 4;
+    /// Room for the `RUNYARD_*` variables and a few of the pool's.
+    const ENV_ROOM: usize = 8;
+    fn with_room(list: &mut [Container]) -> Vec<Container> {
+        let mut copy = Vec::with_capacity(list.len() + CONTAINER_ROOM);
+        copy.extend(list.iter_mut().map(|c| {
+            let env = c.env.take();
+            let mut copy = c.clone();
+            copy.env = env.as_ref().map(|env| {
+                let mut vars = Vec::with_capacity(env.len() + ENV_ROOM);
+                vars.extend_from_slice(env);
+                vars
+            });
+            c.env = env;
+            copy
+        }));
+        copy
+    }
+    let Some(spec) = obj.pod_spec_mut() else {
+        return obj.clone();
+    };
+    let mut containers = std::mem::take(&mut spec.containers);
+    let mut inits = spec.init_containers.take();
+    let mut new = obj.clone();
+    if let (Some(spec), Some(copy)) = (obj.pod_spec_mut(), new.pod_spec_mut()) {
+        copy.containers = with_room(&mut containers);
+        copy.init_containers = inits.as_deref_mut().map(with_room);
+        (spec.containers, spec.init_containers) = (containers, inits);
+    }
+    new
 }
 
 /// The patch from `old` to `new` (out of line: the "diff" phase of a profile).

@@ -477,6 +477,65 @@ impl serde::ser::SerializeStruct for MembersSerializer<'_> {
     }
 }
 
+/// Moves the optional fields named that are equal on both sides out of
+/// `old` (dropped) and `new` (into `kept`, for [`put_back!`]), so that the
+/// member-wise diff of the rest serialises only the fields that differ:
+/// members equal (or absent) on both sides give no operations either way.
+/// A field not named is simply serialised and compared, as before.
+macro_rules! set_aside_equal {
+    ($old:expr, $new:expr, $kept:expr, [$($field:ident),* $(,)?]) => {
+        $(
+            if $old.$field == $new.$field {
+                $old.$field = None;
+                $kept.$field = $new.$field.take();
+            }
+        )*
+    };
+}
+
+/// Puts back into `new` what [`set_aside_equal!`] moved into `kept`.
+macro_rules! put_back {
+    ($new:expr, $kept:expr, [$($field:ident),* $(,)?]) => {
+        $(
+            if $kept.$field.is_some() {
+                $new.$field = $kept.$field.take();
+            }
+        )*
+    };
+}
+
+/// The optional members of a `Container` other than the lists diffed
+/// element by element (`env`, `volumeMounts`).
+macro_rules! container_members {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            args, command, env_from, image, image_pull_policy, lifecycle, liveness_probe,
+            ports, readiness_probe, resize_policy, resources, restart_policy,
+            restart_policy_rules, security_context, startup_probe, stdin, stdin_once,
+            termination_message_path, termination_message_policy, tty, volume_devices,
+            working_dir,
+        ])
+    };
+}
+
+/// The optional members of a `PodSpec` other than the lists diffed element
+/// by element (`containers`, `initContainers`, `volumes`).
+macro_rules! pod_spec_members {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)* [
+            active_deadline_seconds, affinity, automount_service_account_token, dns_config,
+            dns_policy, enable_service_links, ephemeral_containers, host_aliases, host_ipc,
+            host_network, host_pid, host_users, hostname, hostname_override,
+            image_pull_secrets, node_name, node_selector, os, overhead, preemption_policy,
+            priority, priority_class_name, readiness_gates, resource_claims, resources,
+            restart_policy, runtime_class_name, scheduler_name, scheduling_gates,
+            scheduling_group, security_context, service_account, service_account_name,
+            set_hostname_as_fqdn, share_process_namespace, subdomain,
+            termination_grace_period_seconds, tolerations, topology_spread_constraints,
+        ])
+    };
+}
+
 /// Named list elements whose changes are themselves diffed typed.
 trait Element: Serialize + PartialEq + Sized {
     fn key(&self) -> &str;
@@ -519,7 +578,10 @@ impl Element for Container {
             ops,
         )?;
         let (env, mounts) = (new.env.take(), new.volume_mounts.take());
+        let mut kept = Container::default();
+        container_members!(set_aside_equal!(self, new, kept,));
         let rest = diff_json(path, &self, new, ops);
+        container_members!(put_back!(new, kept,));
         (new.env, new.volume_mounts) = (env, mounts);
         rest
     }
@@ -610,7 +672,10 @@ fn diff_pod_spec(
         new.init_containers.take(),
         new.volumes.take(),
     );
+    let mut kept = PodSpec::default();
+    pod_spec_members!(set_aside_equal!(old, new, kept,));
     let rest = diff_json(path, &old, new, ops);
+    pod_spec_members!(put_back!(new, kept,));
     (new.containers, new.init_containers, new.volumes) = taken;
     rest
 }

@@ -60,6 +60,7 @@ pub trait RunObject:
 
     /// The pod spec runyard injects (a Pod's, a Job's template's).
     fn pod_spec(&self) -> Option<&PodSpec>;
+    fn pod_spec_mut(&mut self) -> Option<&mut PodSpec>;
 
     /// A Job's pod template metadata (a Pod has none besides its own).
     fn template_meta(&self) -> Option<&ObjectMeta> {
@@ -100,6 +101,9 @@ impl RunObject for Job {
     }
     fn pod_spec(&self) -> Option<&PodSpec> {
         self.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+    }
+    fn pod_spec_mut(&mut self) -> Option<&mut PodSpec> {
+        self.spec.as_mut().and_then(|s| s.template.spec.as_mut())
     }
     fn template_meta(&self) -> Option<&ObjectMeta> {
         self.spec
@@ -175,6 +179,9 @@ impl RunObject for Pod {
     }
     fn pod_spec(&self) -> Option<&PodSpec> {
         self.spec.as_ref()
+    }
+    fn pod_spec_mut(&mut self) -> Option<&mut PodSpec> {
+        self.spec.as_mut()
     }
 
     #[inline(never)]
