@@ -59,7 +59,7 @@ for i in $(seq 1 "$pairs"); do
   fi
   rr=$(echo "$r" | field rps); br=$(echo "$b" | field rps)
   ratio=$(awk -v a="$rr" -v b="$br" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
-  line="$i $rr $br $ratio $(echo "$r" | field p99_ms) $(echo "$b" | field p99_ms) $(echo "$r" | field cpu_us) $(echo "$b" | field cpu_us) $(echo "$r" | field other) $(echo "$b" | field other)"
+  line="$i $rr $br $ratio $(echo "$r" | field p99_ms) $(echo "$b" | field p99_ms) $(echo "$r" | field cpu_us) $(echo "$b" | field cpu_us) $(echo "$r" | field other) $(echo "$b" | field other) $(echo "$r" | field user_us) $(echo "$b" | field user_us)"
   echo "$line" >>"$results"
   printf '%-5s %12s %12s %7s %10s %10s %10s %10s\n' $(echo "$line" | cut -d" " -f1-8)
 done
@@ -69,6 +69,7 @@ col() { awk -v c="$1" '{ print $c }' "$results"; }
 echo "throughput ratio runyard/baseline: median $(col 4 | median), range $(col 4 | sort -g | head -1)–$(col 4 | sort -g | tail -1)"
 echo "p99 ms: runyard median $(col 5 | median), baseline median $(col 6 | median)"
 echo "server CPU µs per review: runyard median $(col 7 | median), baseline median $(col 8 | median)"
+echo "  of which user space: runyard median $(col 11 | median), baseline median $(col 12 | median)"
 sum() { awk '{ s += $1 } END { print s + 0 }'; }
 echo "non-200 answers: runyard $(col 9 | sum), baseline $(col 10 | sum)"
 echo "RSS at end: runyard $(awk '/VmRSS/ { print $2 / 1024 " MiB" }' /proc/$rpid/status), baseline $(awk '/VmRSS/ { print $2 / 1024 " MiB" }' /proc/$bpid/status)"

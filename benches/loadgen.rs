@@ -66,15 +66,16 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// User + system CPU time of a process so far, in microseconds
+/// User and system CPU time of a process so far, in microseconds
 /// (`/proc/PID/stat` fields 14 and 15, in USER_HZ = 100 ticks per second).
-fn cpu_us(pid: u32) -> Option<u64> {
+fn cpu_us(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces: count from its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10_000)
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user * 10_000, system * 10_000))
 }
 
 async fn connect(args: &Args, ca: &str) -> client::Conn {
@@ -191,21 +192,31 @@ async fn main() {
         all.errors,
     );
     let ok = all.statuses.get(&200).copied().unwrap_or(0);
-    let cpu_per_review = cpu_before
-        .zip(cpu_after)
-        .filter(|_| ok > 0)
-        .map(|(a, b)| (b - a) as f64 / ok as f64);
-    if let Some(us) = cpu_per_review {
-        println!("{}: server CPU {us:.1} µs per answered review", args.label);
+    // (user, system) µs per answered review.
+    let cpu_split = cpu_before.zip(cpu_after).filter(|_| ok > 0).map(|(a, b)| {
+        (
+            (b.0 - a.0) as f64 / ok as f64,
+            (b.1 - a.1) as f64 / ok as f64,
+        )
+    });
+    let cpu_per_review = cpu_split.map(|(user, system)| user + system);
+    if let Some((user, system)) = cpu_split {
+        println!(
+            "{}: server CPU {:.1} µs per answered review ({user:.1} user, {system:.1} system)",
+            args.label,
+            user + system
+        );
     }
     // One machine-readable line (benches/compare-baseline.sh reads it).
     println!(
-        "SUMMARY label={} rps={:.1} p50_ms={:.3} p99_ms={:.3} cpu_us={} ok={} other={} errors={}",
+        "SUMMARY label={} rps={:.1} p50_ms={:.3} p99_ms={:.3} cpu_us={} user_us={} sys_us={} ok={} other={} errors={}",
         args.label.replace(' ', "_"),
         ok as f64 / elapsed,
         q(0.50),
         q(0.99),
         cpu_per_review.map_or("-".to_string(), |c| format!("{c:.1}")),
+        cpu_split.map_or("-".to_string(), |c| format!("{:.1}", c.0)),
+        cpu_split.map_or("-".to_string(), |c| format!("{:.1}", c.1)),
         ok,
         n as u64 - ok,
         all.errors,
