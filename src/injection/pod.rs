@@ -51,10 +51,69 @@ fn pool_volume_names(pool: &WorkerPoolSpec) -> Vec<&str> {
 /// containers and volumes, exactly as produced. Only these are exempt from
 /// the run's policy; a run's own container never counts as the pool's because
 /// of its name alone.
+///
+/// The containers are not copied: each is found, once the injection is
+/// done, where it was put — the first container of its name in its list
+/// (nothing changes a container after it is put in; only putting in or
+/// removing another of the same name there moves it, and then it is copied
+/// first, into `displaced`).
 #[derive(Debug, Default)]
 struct Produced {
-    containers: Vec<Container>,
+    containers: Vec<(Slot, String)>,
+    displaced: Vec<Container>,
     volumes: Vec<Volume>,
+}
+
+/// A pod spec's container list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Init,
+    Main,
+}
+
+fn first_named<'l>(list: &'l [Container], name: &str) -> Option<&'l Container> {
+    list.iter().find(|c| c.name == name)
+}
+
+impl Produced {
+    /// Before the containers named `name` in the `slot` list are replaced
+    /// or removed: a produced one there is copied, and the copy stands for
+    /// it from then on.
+    fn displacing(&mut self, list: &[Container], slot: Slot, name: &str) {
+        if self.containers.iter().any(|(s, n)| *s == slot && n == name) {
+            if let Some(c) = first_named(list, name) {
+                self.displaced.push(c.clone());
+            }
+        }
+    }
+
+    /// Puts produced `c` into the `slot` list (see [`upsert_at`]).
+    fn upsert(&mut self, list: &mut Vec<Container>, slot: Slot, c: Container, at: usize) -> usize {
+        self.displacing(list, slot, &c.name);
+        let name = c.name.clone();
+        let i = upsert_at(list, c, at);
+        self.containers.push((slot, name));
+        i
+    }
+
+    /// Removes the containers named `name` from the `slot` list.
+    fn remove(&mut self, list: &mut Vec<Container>, slot: Slot, name: &str) {
+        self.displacing(list, slot, name);
+        list.retain(|c| c.name != name);
+    }
+
+    /// The produced containers, as they are in `spec` (or were, displaced).
+    fn containers<'s>(&'s self, spec: &'s PodSpec) -> Vec<&'s Container> {
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
+        self.containers
+            .iter()
+            .filter_map(|(slot, name)| match slot {
+                Slot::Init => first_named(inits, name),
+                Slot::Main => first_named(&spec.containers, name),
+            })
+            .chain(&self.displaced)
+            .collect()
+    }
 }
 
 /// Checks the pool's policy (image hosts, privilege, host namespaces,
@@ -67,12 +126,13 @@ fn check_policy(
     spec: &PodSpec,
     produced: &Produced,
 ) -> Result<(), InjectError> {
+    let own = produced.containers(spec);
     let user = || {
         spec.init_containers
             .iter()
             .flatten()
             .chain(&spec.containers)
-            .filter(|c| !produced.containers.contains(c))
+            .filter(|c| !own.iter().any(|p| std::ptr::eq(*p, *c) || *p == *c))
     };
     policy::check_images(
         pool_name,
@@ -184,16 +244,13 @@ pub fn inject(
     for custom in &pool_pod.custom_init_containers {
         let mut c = custom.clone();
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
-        produced.containers.push(c.clone());
-        pos = upsert_at(inits, c, pos) + 1;
+        pos = produced.upsert(inits, Slot::Init, c, pos) + 1;
     }
     let pool_sidecars = !pool_pod.additional_sidecar_containers.is_empty();
     // The shim also supervises pool sidecars in container mode.
     let init = init_container(ctx, &env, path.is_some() || (pool_sidecars && !native))?;
-    produced.containers.push(init.clone());
-    pos = upsert_at(inits, init, pos) + 1;
+    pos = produced.upsert(inits, Slot::Init, init, pos) + 1;
     let launcher = launcher_container(ctx, &env, &worker_names)?;
-    produced.containers.push(launcher.clone());
     let (native_launcher, container_launcher) = if native {
         (Some(launcher), None)
     } else {
@@ -201,9 +258,9 @@ pub fn inject(
     };
     match native_launcher {
         Some(l) => {
-            pos = upsert_at(inits, l, pos) + 1;
+            pos = produced.upsert(inits, Slot::Init, l, pos) + 1;
         }
-        None => inits.retain(|c| c.name != LAUNCHER_CONTAINER),
+        None => produced.remove(inits, Slot::Init, LAUNCHER_CONTAINER),
     }
 
     // Pool sidecars. Native: init containers with `restartPolicy: Always`
@@ -217,24 +274,22 @@ pub fn inject(
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
         if native {
             c.restart_policy = Some("Always".to_string());
-            produced.containers.push(c.clone());
-            spec.containers.retain(|x| x.name != c.name);
-            pos = upsert_at(inits, c, pos) + 1;
+            produced.remove(&mut spec.containers, Slot::Main, &c.name);
+            pos = produced.upsert(inits, Slot::Init, c, pos) + 1;
         } else {
             supervise(&mut c, ctx.pool_name)?;
-            produced.containers.push(c.clone());
-            inits.retain(|x| x.name != c.name);
+            produced.remove(inits, Slot::Init, &c.name);
             let end = spec.containers.len();
-            upsert_at(&mut spec.containers, c, end);
+            produced.upsert(&mut spec.containers, Slot::Main, c, end);
         }
     }
     match container_launcher {
         Some(l) => {
             let end = spec.containers.len();
-            upsert_at(&mut spec.containers, l, end);
+            produced.upsert(&mut spec.containers, Slot::Main, l, end);
             spec.share_process_namespace = Some(true);
         }
-        None => spec.containers.retain(|c| c.name != LAUNCHER_CONTAINER),
+        None => produced.remove(&mut spec.containers, Slot::Main, LAUNCHER_CONTAINER),
     }
 
     inject_pod_fields(meta, spec, ctx)?;
@@ -933,4 +988,85 @@ fn inject_pod_fields(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One step of the injection's list edits: put a produced container in
+    /// (`Some`, with its image telling copies apart) or remove a name.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Put(Slot, &'static str, u8, usize),
+        Remove(Slot, &'static str),
+    }
+
+    fn arb_edit() -> impl Strategy<Value = Edit> {
+        let slot = prop_oneof![Just(Slot::Init), Just(Slot::Main)];
+        let name = prop_oneof![Just("a"), Just("b"), Just("c")];
+        prop_oneof![
+            (slot.clone(), name.clone(), 0u8..3, 0usize..4)
+                .prop_map(|(s, n, v, at)| Edit::Put(s, n, v, at)),
+            (slot, name).prop_map(|(s, n)| Edit::Remove(s, n)),
+        ]
+    }
+
+    fn container(name: &str, version: u8) -> Container {
+        Container {
+            name: name.to_string(),
+            image: Some(format!("img:{version}")),
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        /// The produced containers found in place (and copied when
+        /// displaced) are exactly the copies the policy check used to keep of
+        /// every container the injection put in, whatever the run's lists
+        /// held and however the pool's names collide.
+        #[test]
+        fn produced_containers_are_what_was_put_in(
+            inits in proptest::collection::vec((prop_oneof![Just("a"), Just("b"), Just("x")], 0u8..3), 0..4),
+            main in proptest::collection::vec((prop_oneof![Just("a"), Just("c"), Just("x")], 0u8..3), 0..4),
+            edits in proptest::collection::vec(arb_edit(), 0..8),
+        ) {
+            let mut spec = PodSpec {
+                init_containers: Some(inits.iter().map(|(n, v)| container(n, *v)).collect()),
+                containers: main.iter().map(|(n, v)| container(n, *v)).collect(),
+                ..Default::default()
+            };
+            let mut produced = Produced::default();
+            let mut copies = Vec::new();
+            for edit in edits {
+                let inits = spec.init_containers.get_or_insert_with(Vec::new);
+                match edit {
+                    Edit::Put(slot, name, version, at) => {
+                        let c = container(name, 10 + version);
+                        copies.push(c.clone());
+                        let list = match slot {
+                            Slot::Init => inits,
+                            Slot::Main => &mut spec.containers,
+                        };
+                        produced.upsert(list, slot, c, at);
+                    }
+                    Edit::Remove(slot, name) => {
+                        let list = match slot {
+                            Slot::Init => inits,
+                            Slot::Main => &mut spec.containers,
+                        };
+                        produced.remove(list, slot, name);
+                    }
+                }
+            }
+            let found = produced.containers(&spec);
+            for c in &found {
+                prop_assert!(copies.contains(c), "{c:?} was never put in");
+            }
+            for c in &copies {
+                prop_assert!(found.contains(&c), "{c:?} is lost");
+            }
+        }
+    }
 }
