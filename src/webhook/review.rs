@@ -34,7 +34,7 @@ pub enum ReviewError {
     MissingUid,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ReviewIn<'a> {
     #[serde(default)]
@@ -45,7 +45,7 @@ struct ReviewIn<'a> {
     request: Option<RequestIn<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
     #[serde(default)]
@@ -299,6 +299,16 @@ fn duplicate<E: de::Error>(seen: &mut bool, field: &'static str) -> Result<(), E
     Ok(())
 }
 
+/// The value of `field`, which must not have been seen before.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    seen: &mut bool,
+    field: &'static str,
+) -> Result<T, A::Error> {
+    duplicate(seen, field)?;
+    map.next_value()
+}
+
 impl<'de> Visitor<'de> for InPlace {
     type Value = ReviewIn<'de>;
 
@@ -307,22 +317,12 @@ impl<'de> Visitor<'de> for InPlace {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReviewIn<'de>, A::Error> {
-        let mut review = ReviewIn {
-            api_version: None,
-            kind: None,
-            request: None,
-        };
+        let mut review = ReviewIn::default();
         let mut seen = [false; 3];
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
-                "apiVersion" => {
-                    duplicate(&mut seen[0], "apiVersion")?;
-                    review.api_version = map.next_value()?;
-                }
-                "kind" => {
-                    duplicate(&mut seen[1], "kind")?;
-                    review.kind = map.next_value()?;
-                }
+                "apiVersion" => review.api_version = once(&mut map, &mut seen[0], "apiVersion")?,
+                "kind" => review.kind = once(&mut map, &mut seen[1], "kind")?,
                 "request" => {
                     duplicate(&mut seen[2], "request")?;
                     review.request = map.next_value_seed(Nullable(InPlaceRequest))?;
@@ -384,44 +384,18 @@ impl<'de> Visitor<'de> for InPlaceRequest {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestIn<'de>, A::Error> {
-        let mut request = RequestIn {
-            uid: None,
-            kind: None,
-            sub_resource: None,
-            namespace: None,
-            operation: None,
-            dry_run: None,
-            object: None,
-            old_object: None,
-            user_info: UserInfo::default(),
-        };
+        let mut request = RequestIn::default();
         let mut seen = [false; 9];
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
-                "uid" => {
-                    duplicate(&mut seen[0], "uid")?;
-                    request.uid = map.next_value()?;
-                }
-                "kind" => {
-                    duplicate(&mut seen[1], "kind")?;
-                    request.kind = map.next_value()?;
-                }
+                "uid" => request.uid = once(&mut map, &mut seen[0], "uid")?,
+                "kind" => request.kind = once(&mut map, &mut seen[1], "kind")?,
                 "subResource" => {
-                    duplicate(&mut seen[2], "subResource")?;
-                    request.sub_resource = map.next_value()?;
+                    request.sub_resource = once(&mut map, &mut seen[2], "subResource")?
                 }
-                "namespace" => {
-                    duplicate(&mut seen[3], "namespace")?;
-                    request.namespace = map.next_value()?;
-                }
-                "operation" => {
-                    duplicate(&mut seen[4], "operation")?;
-                    request.operation = map.next_value()?;
-                }
-                "dryRun" => {
-                    duplicate(&mut seen[5], "dryRun")?;
-                    request.dry_run = map.next_value()?;
-                }
+                "namespace" => request.namespace = once(&mut map, &mut seen[3], "namespace")?,
+                "operation" => request.operation = once(&mut map, &mut seen[4], "operation")?,
+                "dryRun" => request.dry_run = once(&mut map, &mut seen[5], "dryRun")?,
                 "object" => {
                     duplicate(&mut seen[6], "object")?;
                     let wanted = request.wanted().is_some();
@@ -435,10 +409,7 @@ impl<'de> Visitor<'de> for InPlaceRequest {
                     );
                     request.old_object = map.next_value_seed(ObjectSeed::new(&request, wanted))?;
                 }
-                "userInfo" => {
-                    duplicate(&mut seen[8], "userInfo")?;
-                    request.user_info = map.next_value()?;
-                }
+                "userInfo" => request.user_info = once(&mut map, &mut seen[8], "userInfo")?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
