@@ -402,8 +402,8 @@ impl Injector {
 }
 
 /// The copy the engine injects (the original is kept for the patch). Its
-/// container lists, and each container's env list, are copied with room for
-/// what the injection adds, so that adding it does not copy them again (a
+/// container and volume lists, and each container's env list, are copied
+/// with room for what the injection adds, so that adding it does not copy them again (a
 /// copy has no spare capacity; an element is hundreds of bytes). Out of line
 /// so that profiles show it as its own phase.
 #[inline(never)]
@@ -412,6 +412,8 @@ fn working_copy<R: RunObject>(obj: &mut R) -> R {
     const CONTAINER_ROOM: usize = 4;
     /// Room for the `RUNYARD_*` variables and a few of the pool's.
     const ENV_ROOM: usize = 8;
+    /// Room for runyard's three volumes and one of the pool's.
+    const VOLUME_ROOM: usize = 4;
     fn with_room(list: &mut [Container]) -> Vec<Container> {
         let mut copy = Vec::with_capacity(list.len() + CONTAINER_ROOM);
         copy.extend(list.iter_mut().map(|c| {
@@ -432,11 +434,17 @@ fn working_copy<R: RunObject>(obj: &mut R) -> R {
     };
     let mut containers = std::mem::take(&mut spec.containers);
     let mut inits = spec.init_containers.take();
+    let volumes = spec.volumes.take();
     let mut new = obj.clone();
     if let (Some(spec), Some(copy)) = (obj.pod_spec_mut(), new.pod_spec_mut()) {
         copy.containers = with_room(&mut containers);
         copy.init_containers = inits.as_deref_mut().map(with_room);
-        (spec.containers, spec.init_containers) = (containers, inits);
+        copy.volumes = volumes.as_ref().map(|list| {
+            let mut copy = Vec::with_capacity(list.len() + VOLUME_ROOM);
+            copy.extend_from_slice(list);
+            copy
+        });
+        (spec.containers, spec.init_containers, spec.volumes) = (containers, inits, volumes);
     }
     new
 }

@@ -51,69 +51,74 @@ fn pool_volume_names(pool: &WorkerPoolSpec) -> Vec<&str> {
 /// containers and volumes, exactly as produced. Only these are exempt from
 /// the run's policy; a run's own container never counts as the pool's because
 /// of its name alone.
-///
-/// The containers are not copied: each is found, once the injection is
-/// done, where it was put — the first container of its name in its list
-/// (nothing changes a container after it is put in; only putting in or
-/// removing another of the same name there moves it, and then it is copied
-/// first, into `displaced`).
 #[derive(Debug, Default)]
 struct Produced {
-    containers: Vec<(Slot, String)>,
-    displaced: Vec<Container>,
-    volumes: Vec<Volume>,
+    containers: Placed<Container>,
+    volumes: Placed<Volume>,
 }
 
-/// A pod spec's container list.
+/// Produced containers or volumes, not copied: each is found, once the
+/// injection is done, where it was put — the first of its name in its list
+/// (nothing changes one after it is put in; only putting in or removing
+/// another of the same name there moves it, and then it is copied first,
+/// into `displaced`).
+#[derive(Debug, Default)]
+struct Placed<T> {
+    placed: Vec<(Slot, String)>,
+    displaced: Vec<T>,
+}
+
+/// A pod spec's container list (volumes have one list: `Main`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Init,
     Main,
 }
 
-fn first_named<'l>(list: &'l [Container], name: &str) -> Option<&'l Container> {
-    list.iter().find(|c| c.name == name)
+fn first_named<'l, T: Named>(list: &'l [T], name: &str) -> Option<&'l T> {
+    list.iter().find(|x| x.name() == name)
 }
 
-impl Produced {
-    /// Before the containers named `name` in the `slot` list are replaced
-    /// or removed: a produced one there is copied, and the copy stands for
-    /// it from then on.
-    fn displacing(&mut self, list: &[Container], slot: Slot, name: &str) {
-        if self.containers.iter().any(|(s, n)| *s == slot && n == name) {
-            if let Some(c) = first_named(list, name) {
-                self.displaced.push(c.clone());
+impl<T: Named + Clone + PartialEq> Placed<T> {
+    /// Before the items named `name` in the `slot` list are replaced or
+    /// removed: a produced one there is copied, and the copy stands for it
+    /// from then on.
+    fn displacing(&mut self, list: &[T], slot: Slot, name: &str) {
+        if self.placed.iter().any(|(s, n)| *s == slot && n == name) {
+            if let Some(x) = first_named(list, name) {
+                self.displaced.push(x.clone());
             }
         }
     }
 
-    /// Puts produced `c` into the `slot` list (see [`upsert_at`]).
-    fn upsert(&mut self, list: &mut Vec<Container>, slot: Slot, c: Container, at: usize) -> usize {
-        self.displacing(list, slot, &c.name);
-        let name = c.name.clone();
-        let i = upsert_at(list, c, at);
-        self.containers.push((slot, name));
+    /// Puts produced `item` into the `slot` list (see [`upsert_at`]).
+    fn upsert(&mut self, list: &mut Vec<T>, slot: Slot, item: T, at: usize) -> usize {
+        self.displacing(list, slot, item.name());
+        let name = item.name().to_string();
+        let i = upsert_at(list, item, at);
+        self.placed.push((slot, name));
         i
     }
 
-    /// Removes the containers named `name` from the `slot` list.
-    fn remove(&mut self, list: &mut Vec<Container>, slot: Slot, name: &str) {
+    /// Removes the items named `name` from the `slot` list.
+    fn remove(&mut self, list: &mut Vec<T>, slot: Slot, name: &str) {
         self.displacing(list, slot, name);
-        list.retain(|c| c.name != name);
+        list.retain(|x| x.name() != name);
     }
 
-    /// The produced containers, as they are in `spec` (or were, displaced).
-    fn containers<'s>(&'s self, spec: &'s PodSpec) -> Vec<&'s Container> {
-        let inits = spec.init_containers.as_deref().unwrap_or_default();
-        self.containers
+    /// The produced items, as they are in the lists (or were, displaced).
+    fn found<'s>(&'s self, list: impl Fn(Slot) -> &'s [T]) -> Vec<&'s T> {
+        self.placed
             .iter()
-            .filter_map(|(slot, name)| match slot {
-                Slot::Init => first_named(inits, name),
-                Slot::Main => first_named(&spec.containers, name),
-            })
+            .filter_map(|(slot, name)| first_named(list(*slot), name))
             .chain(&self.displaced)
             .collect()
     }
+}
+
+/// Whether `x` is one of `own` (the same one, or an equal copy).
+fn is_own<T: PartialEq>(own: &[&T], x: &T) -> bool {
+    own.iter().any(|p| std::ptr::eq(*p, x) || *p == x)
 }
 
 /// Checks the pool's policy (image hosts, privilege, host namespaces,
@@ -126,13 +131,18 @@ fn check_policy(
     spec: &PodSpec,
     produced: &Produced,
 ) -> Result<(), InjectError> {
-    let own = produced.containers(spec);
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let own = produced.containers.found(|slot| match slot {
+        Slot::Init => inits,
+        Slot::Main => &spec.containers,
+    });
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    let own_volumes = produced.volumes.found(|_| volumes);
     let user = || {
-        spec.init_containers
+        inits
             .iter()
-            .flatten()
             .chain(&spec.containers)
-            .filter(|c| !own.iter().any(|p| std::ptr::eq(*p, *c) || *p == *c))
+            .filter(|c| !is_own(&own, *c))
     };
     policy::check_images(
         pool_name,
@@ -142,11 +152,7 @@ fn check_policy(
     )?;
     if !pool.pod.allow_privileged {
         policy::check_privilege(pool_name, meta.annotations.as_ref(), spec, user())?;
-        let user_volumes = spec
-            .volumes
-            .iter()
-            .flatten()
-            .filter(|v| !produced.volumes.contains(v));
+        let user_volumes = volumes.iter().filter(|v| !is_own(&own_volumes, *v));
         policy::check_volumes(pool_name, user_volumes)?;
         // The pool's own containers need the same opt-in: nothing privileged
         // is ever injected unless the pool says so explicitly.
@@ -156,7 +162,7 @@ fn check_policy(
             .iter()
             .chain(&pool.pod.additional_sidecar_containers);
         policy::check_privilege(pool_name, None, &PodSpec::default(), pool_extra)?;
-        policy::check_volumes(pool_name, produced.volumes.iter())?;
+        policy::check_volumes(pool_name, own_volumes.iter().copied())?;
     }
     Ok(())
 }
@@ -200,10 +206,8 @@ pub fn inject(
         check_collisions(spec, &own_names, &own_volumes)?;
     }
 
-    let mut produced = Produced {
-        volumes: inject_volumes(spec, ctx),
-        ..Produced::default()
-    };
+    let mut produced = Produced::default();
+    inject_volumes(spec, ctx, &mut produced.volumes);
 
     let env = runyard_env(ctx);
     let native = ctx.facts.sidecar_mode == SidecarMode::Native;
@@ -244,12 +248,12 @@ pub fn inject(
     for custom in &pool_pod.custom_init_containers {
         let mut c = custom.clone();
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
-        pos = produced.upsert(inits, Slot::Init, c, pos) + 1;
+        pos = produced.containers.upsert(inits, Slot::Init, c, pos) + 1;
     }
     let pool_sidecars = !pool_pod.additional_sidecar_containers.is_empty();
     // The shim also supervises pool sidecars in container mode.
     let init = init_container(ctx, &env, path.is_some() || (pool_sidecars && !native))?;
-    pos = produced.upsert(inits, Slot::Init, init, pos) + 1;
+    pos = produced.containers.upsert(inits, Slot::Init, init, pos) + 1;
     let launcher = launcher_container(ctx, &env, &worker_names)?;
     let (native_launcher, container_launcher) = if native {
         (Some(launcher), None)
@@ -258,9 +262,11 @@ pub fn inject(
     };
     match native_launcher {
         Some(l) => {
-            pos = produced.upsert(inits, Slot::Init, l, pos) + 1;
+            pos = produced.containers.upsert(inits, Slot::Init, l, pos) + 1;
         }
-        None => produced.remove(inits, Slot::Init, LAUNCHER_CONTAINER),
+        None => produced
+            .containers
+            .remove(inits, Slot::Init, LAUNCHER_CONTAINER),
     }
 
     // Pool sidecars. Native: init containers with `restartPolicy: Always`
@@ -274,22 +280,30 @@ pub fn inject(
         prepare_pool_container(&mut c, &env, ctx.defaults)?;
         if native {
             c.restart_policy = Some("Always".to_string());
-            produced.remove(&mut spec.containers, Slot::Main, &c.name);
-            pos = produced.upsert(inits, Slot::Init, c, pos) + 1;
+            produced
+                .containers
+                .remove(&mut spec.containers, Slot::Main, &c.name);
+            pos = produced.containers.upsert(inits, Slot::Init, c, pos) + 1;
         } else {
             supervise(&mut c, ctx.pool_name)?;
-            produced.remove(inits, Slot::Init, &c.name);
+            produced.containers.remove(inits, Slot::Init, &c.name);
             let end = spec.containers.len();
-            produced.upsert(&mut spec.containers, Slot::Main, c, end);
+            produced
+                .containers
+                .upsert(&mut spec.containers, Slot::Main, c, end);
         }
     }
     match container_launcher {
         Some(l) => {
             let end = spec.containers.len();
-            produced.upsert(&mut spec.containers, Slot::Main, l, end);
+            produced
+                .containers
+                .upsert(&mut spec.containers, Slot::Main, l, end);
             spec.share_process_namespace = Some(true);
         }
-        None => produced.remove(&mut spec.containers, Slot::Main, LAUNCHER_CONTAINER),
+        None => produced
+            .containers
+            .remove(&mut spec.containers, Slot::Main, LAUNCHER_CONTAINER),
     }
 
     inject_pod_fields(meta, spec, ctx)?;
@@ -346,8 +360,8 @@ fn check_collisions(
     Ok(())
 }
 
-/// Adds runyard's and the pool's volumes; returns them as produced.
-fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) -> Vec<Volume> {
+/// Adds runyard's and the pool's volumes, as `produced`.
+fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>, produced: &mut Placed<Volume>) {
     let pool_pod = &ctx.pool.pod;
     let named = |source: &Option<Volume>, name: &str| {
         let mut v = source.clone().unwrap_or_else(|| Volume {
@@ -386,13 +400,10 @@ fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>) -> Vec<Volume> {
         named(&pool_pod.binaries_cache_volume, BINARIES_CACHE_VOLUME),
         podinfo,
     ];
-    let mut produced = Vec::with_capacity(3 + pool_pod.volumes.len());
     for v in wanted.into_iter().chain(pool_pod.volumes.iter().cloned()) {
-        produced.push(v.clone());
         let end = volumes.len();
-        upsert_at(volumes, v, end);
+        produced.upsert(volumes, Slot::Main, v, end);
     }
-    produced
 }
 
 trait Named {
@@ -1037,7 +1048,7 @@ mod tests {
                 containers: main.iter().map(|(n, v)| container(n, *v)).collect(),
                 ..Default::default()
             };
-            let mut produced = Produced::default();
+            let mut produced = Placed::<Container>::default();
             let mut copies = Vec::new();
             for edit in edits {
                 let inits = spec.init_containers.get_or_insert_with(Vec::new);
@@ -1060,7 +1071,11 @@ mod tests {
                     }
                 }
             }
-            let found = produced.containers(&spec);
+            let inits = spec.init_containers.as_deref().unwrap_or_default();
+            let found = produced.found(|slot| match slot {
+                Slot::Init => inits,
+                Slot::Main => &spec.containers,
+            });
             for c in &found {
                 prop_assert!(copies.contains(c), "{c:?} was never put in");
             }
