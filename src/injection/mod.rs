@@ -403,9 +403,9 @@ impl Injector {
 
 /// The copy the engine injects (the original is kept for the patch). Its
 /// container and volume lists, and each container's env list, are copied
-/// with room for what the injection adds, so that adding it does not copy them again (a
-/// copy has no spare capacity; an element is hundreds of bytes). Out of line
-/// so that profiles show it as its own phase.
+/// with room for what the injection adds, so that adding it does not copy
+/// them again (a copy has no spare capacity; an element is hundreds of
+/// bytes). Out of line so that profiles show it as its own phase.
 #[inline(never)]
 fn working_copy<R: RunObject>(obj: &mut R) -> R {
     /// Room for runyard's and the pool's containers in a list.
