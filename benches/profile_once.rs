@@ -9,8 +9,9 @@
 //! MODE is `review` (the webhook's `review::handle`, the default), `value`
 //! (the floor: the review body into a `serde_json::Value`), `typed` (the floor:
 //! the envelope plus the object into a typed Pod, as the baseline and the old
-//! handler read it) or `none` (setup only: subtract it). BODY defaults to
-//! `benches/data/review-6k.json`, N to 60,000 (use ~1,000 under valgrind).
+//! handler read it), `response` (print the review's response once) or `none`
+//! (setup only: subtract it). BODY defaults to `benches/data/review-6k.json`,
+//! N to 60,000 (use ~1,000 under valgrind).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -58,8 +59,15 @@ fn main() -> anyhow::Result<()> {
                 let envelope: Envelope<'_> = serde_json::from_slice(black_box(&body))?;
                 black_box(serde_json::from_str::<Pod>(envelope.request.object.get())?);
             }
+            "response" => {
+                let handled = runyard::webhook::review::handle(&body, &inj, &pools)?;
+                println!("{}", String::from_utf8_lossy(&handled.body));
+                return Ok(());
+            }
             "none" => {}
-            other => anyhow::bail!("unknown mode {other:?}: review, value, typed or none"),
+            other => {
+                anyhow::bail!("unknown mode {other:?}: review, value, typed, response or none")
+            }
         }
     }
     Ok(())
