@@ -7,6 +7,7 @@
 //! servers.
 
 pub mod bounded;
+pub(crate) mod json;
 pub mod limits;
 pub mod manifests;
 pub mod patch;

@@ -57,10 +57,19 @@ impl std::fmt::Debug for JsonPatch {
 }
 
 /// A JSON Pointer (RFC 6901) being walked: tokens are escaped as pushed.
-#[derive(Default)]
 pub struct Pointer {
     text: String,
     marks: Vec<usize>,
+}
+
+impl Default for Pointer {
+    /// Room for the paths of a pod's patch without growing.
+    fn default() -> Self {
+        Pointer {
+            text: String::with_capacity(128),
+            marks: Vec::with_capacity(16),
+        }
+    }
 }
 
 impl Pointer {
@@ -83,10 +92,9 @@ impl Pointer {
 
     /// Appends an array index.
     pub fn push_index(&mut self, i: usize) {
-        use std::fmt::Write as _;
         self.marks.push(self.text.len());
-        // Writing into a String cannot fail.
-        let _ = write!(self.text, "/{i}");
+        self.text.push('/');
+        self.text.push_str(itoa::Buffer::new().format(i));
     }
 
     /// Removes the last token.
@@ -124,7 +132,7 @@ impl Ops {
         self.json.extend_from_slice(br#"{"op":""#);
         self.json.extend_from_slice(op.as_bytes());
         self.json.extend_from_slice(br#"","path":"#);
-        serde_json::to_writer(&mut self.json, path.as_str())
+        super::json::write_str(&mut self.json, path.as_str())
     }
 
     fn with_value<T: Serialize + ?Sized>(
@@ -135,7 +143,7 @@ impl Ops {
     ) -> Result<(), SerError> {
         self.head(op, path)?;
         self.json.extend_from_slice(br#","value":"#);
-        serde_json::to_writer(&mut self.json, value)?;
+        super::json::write(&mut self.json, value)?;
         self.json.push(b'}');
         Ok(())
     }
@@ -343,13 +351,7 @@ fn diff_members(
             Some(new_json) if new_json == old_json => {}
             // As in `diff_at`: a whole list at a member that was `[]`.
             Some(new_json) if old_json == b"[]" => ops.add_raw(path, new_json)?,
-            Some(new_json) => {
-                let (o, n): (Value, Value) = (
-                    serde_json::from_slice(old_json)?,
-                    serde_json::from_slice(new_json)?,
-                );
-                diff_at(path, &o, &n, ops)?;
-            }
+            Some(new_json) => diff_raw(path, old_json, new_json, ops)?,
         }
         path.pop_back();
     }
@@ -361,6 +363,50 @@ fn diff_members(
         }
     }
     Ok(())
+}
+
+/// `diff_at` of two JSON texts written by [`super::json`]. Two objects are
+/// diffed member by member over their members' texts, borrowed (in key
+/// order, as `diff_at` walks a `serde_json::Map`): only members that differ
+/// on both sides are read further, and one only the new side has is copied
+/// in as written. Anything else (and an object with an escaped key) is parsed
+/// and diffed as JSON.
+fn diff_raw(path: &mut Pointer, old: &[u8], new: &[u8], ops: &mut Ops) -> Result<(), SerError> {
+    type Raw<'a> = std::collections::BTreeMap<&'a str, &'a serde_json::value::RawValue>;
+    if old == new {
+        return Ok(());
+    }
+    let objects = |json: &[u8]| json.first() == Some(&b'{');
+    if objects(old) && objects(new) {
+        if let (Ok(o), Ok(n)) = (
+            serde_json::from_slice::<Raw<'_>>(old),
+            serde_json::from_slice::<Raw<'_>>(new),
+        ) {
+            for (key, old_value) in &o {
+                path.push_back(key);
+                let (old_json, new_json) = (old_value.get().as_bytes(), n.get(key));
+                match new_json.map(|v| v.get().as_bytes()) {
+                    None => ops.remove(path)?,
+                    // As in `diff_at`: a whole list at a member that was `[]`.
+                    Some(new_json) if old_json == b"[]" && new_json != old_json => {
+                        ops.add_raw(path, new_json)?
+                    }
+                    Some(new_json) => diff_raw(path, old_json, new_json, ops)?,
+                }
+                path.pop_back();
+            }
+            for (key, new_value) in &n {
+                if !o.contains_key(key) {
+                    path.push_back(key);
+                    ops.add_raw(path, new_value.get().as_bytes())?;
+                    path.pop_back();
+                }
+            }
+            return Ok(());
+        }
+    }
+    let (o, n): (Value, Value) = (serde_json::from_slice(old)?, serde_json::from_slice(new)?);
+    diff_at(path, &o, &n, ops)
 }
 
 /// A struct's members as serialised: each one's name and JSON text.
@@ -467,7 +513,7 @@ impl serde::ser::SerializeStruct for MembersSerializer<'_> {
         value: &T,
     ) -> Result<(), SerError> {
         let start = self.0.json.len();
-        serde_json::to_writer(&mut self.0.json, value)?;
+        super::json::write(&mut self.0.json, value)?;
         let end = self.0.json.len();
         self.0.members.push((key, start..end));
         Ok(())
@@ -539,8 +585,15 @@ macro_rules! pod_spec_members {
 /// Named list elements whose changes are themselves diffed typed.
 trait Element: Serialize + PartialEq + Sized {
     fn key(&self) -> &str;
-    fn diff_into(self, new: &mut Self, path: &mut Pointer, ops: &mut Ops) -> Result<(), SerError> {
-        diff_json(path, &self, new, ops)
+    /// Appends the operations that turn `self` (the old element, left
+    /// emptied or not: it is dropped after) into `new`.
+    fn diff_into(
+        &mut self,
+        new: &mut Self,
+        path: &mut Pointer,
+        ops: &mut Ops,
+    ) -> Result<(), SerError> {
+        diff_json(path, &*self, new, ops)
     }
 }
 
@@ -564,7 +617,7 @@ impl Element for Container {
         &self.name
     }
     fn diff_into(
-        mut self,
+        &mut self,
         new: &mut Self,
         path: &mut Pointer,
         ops: &mut Ops,
@@ -580,7 +633,7 @@ impl Element for Container {
         let (env, mounts) = (new.env.take(), new.volume_mounts.take());
         let mut kept = Container::default();
         container_members!(set_aside_equal!(self, new, kept,));
-        let rest = diff_json(path, &self, new, ops);
+        let rest = diff_json(path, &*self, new, ops);
         container_members!(put_back!(new, kept,));
         (new.env, new.volume_mounts) = (env, mounts);
         rest
@@ -620,8 +673,8 @@ fn diff_list<T: Element>(
         return ops.add(path, &*new);
     }
     // Align as `align` does for JSON: by key, old elements kept in order.
-    let mut inserted = Vec::new();
-    let mut matched = Vec::new();
+    let mut inserted = Vec::with_capacity(new.len().saturating_sub(old.len()));
+    let mut matched = Vec::with_capacity(old.len());
     let mut next_old = 0;
     for (i, n) in new.iter().enumerate() {
         if next_old < old.len() && old[next_old].key() == n.key() {
@@ -639,8 +692,11 @@ fn diff_list<T: Element>(
         ops.add(path, &new[i])?;
         path.pop_back();
     }
-    for (o, i) in old.into_iter().zip(matched) {
-        if o != new[i] {
+    // The old elements are diffed where they are (not moved out: a
+    // `Container` is over 2 KB), then dropped with their list.
+    let mut old = old;
+    for (o, i) in old.iter_mut().zip(matched) {
+        if *o != new[i] {
             path.push_index(i);
             o.diff_into(&mut new[i], path, ops)?;
             path.pop_back();
@@ -898,6 +954,36 @@ mod tests {
         assert_eq!(parsed.0.len(), 3);
         let empty = diff(&json!([]), &json!([])).expect("diff");
         assert_eq!(empty.as_bytes(), b"[]");
+    }
+
+    #[test]
+    fn members_diffed_as_text_give_the_operations_of_the_json_diff() {
+        let cases = [
+            (
+                json!({"a": {"b": 1, "c": [1]}}),
+                json!({"a": {"b": 2, "c": [1, 2], "d": {"e": null}}}),
+            ),
+            (
+                json!({"a": {"x": [], "y": "s"}}),
+                json!({"a": {"x": [{"name": "n"}]}}),
+            ),
+            (json!({"a": 1}), json!({"a": {"b": 1}})),
+            (json!({"k\"q": {"a": 1}}), json!({"k\"q": {"a": 2}})),
+            (json!({"a": [1, 2]}), json!({"a": [2, 1]})),
+        ];
+        for (old, new) in cases {
+            let mut raw = Ops::default();
+            diff_raw(
+                &mut Pointer::default(),
+                &serde_json::to_vec(&old).expect("old"),
+                &serde_json::to_vec(&new).expect("new"),
+                &mut raw,
+            )
+            .expect("raw diff");
+            let raw = raw.finish();
+            assert_eq!(raw, diff(&old, &new).expect("diff"), "{old} -> {new}");
+            roundtrip(old, new);
+        }
     }
 
     #[test]
