@@ -100,6 +100,45 @@ impl<T: Named + Clone + PartialEq> Placed<T> {
         i
     }
 
+    /// Puts the produced item named `name`, built by `build` in place, into
+    /// the `slot` list (as [`Self::upsert`]). A new item is built where it
+    /// goes in the list, not built elsewhere and moved there: a `Container`
+    /// is over 2 KB, and each move of one is a copy of all of it.
+    fn upsert_with<E>(
+        &mut self,
+        list: &mut Vec<T>,
+        slot: Slot,
+        name: &str,
+        at: usize,
+        build: impl FnOnce(&mut T) -> Result<(), E>,
+    ) -> Result<usize, E>
+    where
+        T: Default,
+    {
+        self.displacing(list, slot, name);
+        let i = match list.iter().position(|x| x.name() == name) {
+            Some(i) => {
+                let mut item = T::default();
+                build(&mut item)?;
+                if list[i] != item {
+                    list[i] = item;
+                }
+                i
+            }
+            None => {
+                let at = at.min(list.len());
+                list.insert(at, T::default());
+                if let Err(e) = build(&mut list[at]) {
+                    list.remove(at);
+                    return Err(e);
+                }
+                at
+            }
+        };
+        self.placed.push((slot, name.to_string()));
+        Ok(i)
+    }
+
     /// Removes the items named `name` from the `slot` list.
     fn remove(&mut self, list: &mut Vec<T>, slot: Slot, name: &str) {
         self.displacing(list, slot, name);
@@ -244,6 +283,10 @@ pub fn inject(
 
     // Init containers: customInitContainers, init, launcher (native), then the run's own.
     let inits = spec.init_containers.get_or_insert_with(Vec::new);
+    // Room for what goes in (one allocation, no copies of grown lists).
+    inits.reserve(
+        pool_pod.custom_init_containers.len() + 2 + pool_pod.additional_sidecar_containers.len(),
+    );
     let mut pos = 0;
     for custom in &pool_pod.custom_init_containers {
         let mut c = custom.clone();
@@ -252,21 +295,26 @@ pub fn inject(
     }
     let pool_sidecars = !pool_pod.additional_sidecar_containers.is_empty();
     // The shim also supervises pool sidecars in container mode.
-    let init = init_container(ctx, &env, path.is_some() || (pool_sidecars && !native))?;
-    pos = produced.containers.upsert(inits, Slot::Init, init, pos) + 1;
-    let launcher = launcher_container(ctx, &env, &worker_names)?;
-    let (native_launcher, container_launcher) = if native {
-        (Some(launcher), None)
+    let exec_shim = path.is_some() || (pool_sidecars && !native);
+    pos = produced
+        .containers
+        .upsert_with(inits, Slot::Init, INIT_CONTAINER, pos, |c| {
+            init_container(c, ctx, &env, exec_shim)
+        })?
+        + 1;
+    let launcher = |c: &mut Container| launcher_container(c, ctx, &env, &worker_names);
+    if native {
+        pos = produced.containers.upsert_with(
+            inits,
+            Slot::Init,
+            LAUNCHER_CONTAINER,
+            pos,
+            launcher,
+        )? + 1;
     } else {
-        (None, Some(launcher))
-    };
-    match native_launcher {
-        Some(l) => {
-            pos = produced.containers.upsert(inits, Slot::Init, l, pos) + 1;
-        }
-        None => produced
+        produced
             .containers
-            .remove(inits, Slot::Init, LAUNCHER_CONTAINER),
+            .remove(inits, Slot::Init, LAUNCHER_CONTAINER);
     }
 
     // Pool sidecars. Native: init containers with `restartPolicy: Always`
@@ -293,17 +341,20 @@ pub fn inject(
                 .upsert(&mut spec.containers, Slot::Main, c, end);
         }
     }
-    match container_launcher {
-        Some(l) => {
-            let end = spec.containers.len();
-            produced
-                .containers
-                .upsert(&mut spec.containers, Slot::Main, l, end);
-            spec.share_process_namespace = Some(true);
-        }
-        None => produced
+    if native {
+        produced
             .containers
-            .remove(&mut spec.containers, Slot::Main, LAUNCHER_CONTAINER),
+            .remove(&mut spec.containers, Slot::Main, LAUNCHER_CONTAINER);
+    } else {
+        let end = spec.containers.len();
+        produced.containers.upsert_with(
+            &mut spec.containers,
+            Slot::Main,
+            LAUNCHER_CONTAINER,
+            end,
+            launcher,
+        )?;
+        spec.share_process_namespace = Some(true);
     }
 
     inject_pod_fields(meta, spec, ctx)?;
@@ -360,20 +411,30 @@ fn check_collisions(
     Ok(())
 }
 
-/// Adds runyard's and the pool's volumes, as `produced`.
+/// Adds runyard's and the pool's volumes, as `produced`. Runyard's are built
+/// where they go in the list (a `Volume` is over 3 KB: no copies of it).
 fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>, produced: &mut Placed<Volume>) {
     let pool_pod = &ctx.pool.pod;
-    let named = |source: &Option<Volume>, name: &str| {
-        let mut v = source.clone().unwrap_or_else(|| Volume {
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.reserve(3 + pool_pod.volumes.len());
+    for (name, source) in [
+        (WORKSPACE_VOLUME, &pool_pod.workspace_volume),
+        (BINARIES_CACHE_VOLUME, &pool_pod.binaries_cache_volume),
+    ] {
+        let end = volumes.len();
+        let Ok(_) = produced.upsert_with(volumes, Slot::Main, name, end, |v| {
+            match source {
+                Some(source) => v.clone_from(source),
+                None => v.empty_dir = Some(EmptyDirVolumeSource::default()),
+            }
+            v.name = name.to_string();
+            Ok::<(), std::convert::Infallible>(())
         });
-        v.name = name.to_string();
-        v
-    };
-    let podinfo = Volume {
-        name: PODINFO_VOLUME.to_string(),
-        downward_api: Some(DownwardAPIVolumeSource {
+    }
+    let end = volumes.len();
+    let Ok(_) = produced.upsert_with(volumes, Slot::Main, PODINFO_VOLUME, end, |v| {
+        v.name = PODINFO_VOLUME.to_string();
+        v.downward_api = Some(DownwardAPIVolumeSource {
             items: Some(
                 [
                     ("annotations", "metadata.annotations"),
@@ -391,16 +452,10 @@ fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>, produced: &mut Place
                 .collect(),
             ),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let volumes = spec.volumes.get_or_insert_with(Vec::new);
-    let wanted = [
-        named(&pool_pod.workspace_volume, WORKSPACE_VOLUME),
-        named(&pool_pod.binaries_cache_volume, BINARIES_CACHE_VOLUME),
-        podinfo,
-    ];
-    for v in wanted.into_iter().chain(pool_pod.volumes.iter().cloned()) {
+        });
+        Ok::<(), std::convert::Infallible>(())
+    });
+    for v in pool_pod.volumes.iter().cloned() {
         let end = volumes.len();
         produced.upsert(volumes, Slot::Main, v, end);
     }
@@ -779,24 +834,24 @@ fn hardened(settings: Option<&ContainerSettings>) -> Result<SecurityContext, Inj
     }
 }
 
+/// Builds runyard's container `name` into `c` (a default `Container`, where
+/// it is to go).
 fn runyard_container(
+    c: &mut Container,
     name: &str,
     ctx: &PodContext<'_>,
     env: &[EnvVar],
     settings: Option<&ContainerSettings>,
     args: &[&str],
     mounts: Vec<VolumeMount>,
-) -> Result<Container, InjectError> {
-    let mut c = Container {
-        name: name.to_string(),
-        image: Some(launcher_image(ctx.pool, ctx.defaults).to_string()),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        command: Some(args.iter().map(|s| s.to_string()).collect()),
-        security_context: Some(hardened(settings)?),
-        ..Default::default()
-    };
+) -> Result<(), InjectError> {
+    c.name = name.to_string();
+    c.image = Some(launcher_image(ctx.pool, ctx.defaults).to_string());
+    c.image_pull_policy = Some("IfNotPresent".to_string());
+    c.command = Some(args.iter().map(|s| s.to_string()).collect());
+    c.security_context = Some(hardened(settings)?);
     apply_env(
-        &mut c,
+        c,
         env,
         settings.map(|s| s.env.as_slice()).unwrap_or_default(),
     );
@@ -806,23 +861,24 @@ fn runyard_container(
         }
     }
     apply_mounts(
-        &mut c,
+        c,
         &mounts,
         settings
             .map(|s| s.volume_mounts.as_slice())
             .unwrap_or_default(),
     )?;
-    apply_resources(&mut c, settings, ctx.defaults);
-    Ok(c)
+    apply_resources(c, settings, ctx.defaults);
+    Ok(())
 }
 
 /// `init`; with `exec_shim` (worker commands may run through the exec shim)
 /// it installs the shim too.
 fn init_container(
+    c: &mut Container,
     ctx: &PodContext<'_>,
     env: &[EnvVar],
     exec_shim: bool,
-) -> Result<Container, InjectError> {
+) -> Result<(), InjectError> {
     // The pool's extraction limits, for `launcher init` (its defaults otherwise).
     let limits = &ctx.pool.limits;
     let mut env = env.to_vec();
@@ -838,6 +894,7 @@ fn init_container(
         }
     }
     runyard_container(
+        c,
         INIT_CONTAINER,
         ctx,
         &env,
@@ -852,10 +909,11 @@ fn init_container(
 }
 
 fn launcher_container(
+    c: &mut Container,
     ctx: &PodContext<'_>,
     env: &[EnvVar],
     workers: &[String],
-) -> Result<Container, InjectError> {
+) -> Result<(), InjectError> {
     let mut env = env.to_vec();
     let native = ctx.facts.sidecar_mode == SidecarMode::Native;
     env.push(value_env(
@@ -866,7 +924,8 @@ fn launcher_container(
     env.push(value_env(var::PODINFO, PODINFO_PATH));
     let mut mounts = vec![mount(WORKSPACE_VOLUME, WORKSPACE_PATH, None, false)];
     mounts.push(mount(PODINFO_VOLUME, PODINFO_PATH, None, true));
-    let mut c = runyard_container(
+    runyard_container(
+        c,
         LAUNCHER_CONTAINER,
         ctx,
         &env,
@@ -892,7 +951,7 @@ fn launcher_container(
         failure_threshold: Some(3),
         ..Default::default()
     });
-    Ok(c)
+    Ok(())
 }
 
 /// How often the kubelet probes the launcher.
