@@ -51,7 +51,7 @@ measure() { # label port command...
   # Part 1 is the dump requested after zeroing (the last part is the exit).
   total=$(sed -n 's/^summary: //p; s/^totals: //p' "$tmp"/cg."$label".*.1 | head -1)
   awk -v l="$label" -v t="$total" -v n="$ok" \
-    'BEGIN { printf "%-9s %8d reviews  %12d instructions  %8.1f k per review\n", l, n, t, t / n / 1000 }'
+    'BEGIN { printf "%-9s %8d reviews  %12.0f instructions  %8.1f k per review\n", l, n, t, t / n / 1000 }'
 }
 
 echo "body $body, one kept-alive TLS connection, ${secs}s under callgrind"

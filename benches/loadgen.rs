@@ -3,8 +3,11 @@
 //! Keeps `--connections` TLS connections alive and posts one AdmissionReview
 //! body on each. Without `--rate` every connection sends back to back (closed
 //! loop, for peak throughput); with `--rate` requests are scheduled at that
-//! total rate and latency is measured from the scheduled time, so a slow
-//! server is not hidden by the generator waiting for it. With `--pid` it samples
+//! total rate, the connections evenly staggered, and latency is measured from
+//! the scheduled time when the connection was still busy then, so a slow
+//! server is not hidden by the generator waiting for it (from the timer's
+//! wake-up otherwise: tokio's timer is late by up to 1 ms, and that is the
+//! generator's, not the server's). With `--pid` it samples
 //! the server's resident memory.
 
 #[path = "../tests/support/client.rs"]
@@ -118,22 +121,33 @@ async fn main() {
     let per_conn_interval = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
     let mut tasks = Vec::new();
+    let connections = args.connections.max(1);
     for (i, mut conn) in conns.into_iter().enumerate() {
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
-            // Stagger connections across one interval.
+            // Stagger connections evenly across one interval, so that the
+            // server sees one request every 1/rate s, not bursts.
             let mut next = start
                 + per_conn_interval
-                    .map(|d| d.mul_f64(i as f64 / 8.0_f64.max(1.0)))
+                    .map(|d| d.mul_f64(i as f64 / connections as f64))
                     .unwrap_or_default();
             loop {
                 let scheduled = match per_conn_interval {
                     Some(interval) => {
                         let at = next;
                         next += interval;
-                        tokio::time::sleep_until(at.into()).await;
-                        at
+                        if at > Instant::now() {
+                            // Ahead of time: wait, and measure from when the
+                            // timer woke us (tokio's timer has a resolution
+                            // of 1 ms; its lateness is the generator's).
+                            tokio::time::sleep_until(at.into()).await;
+                            Instant::now()
+                        } else {
+                            // Behind: the previous answer came late, and the
+                            // wait for it counts (no coordinated omission).
+                            at
+                        }
                     }
                     None => Instant::now(),
                 };
