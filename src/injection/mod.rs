@@ -10,6 +10,7 @@ pub mod bounded;
 pub(crate) mod json;
 pub mod limits;
 pub mod manifests;
+mod memo;
 pub mod patch;
 pub mod pod;
 pub mod policy;

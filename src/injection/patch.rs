@@ -166,6 +166,20 @@ impl Ops {
         self.with_value("replace", path, value)
     }
 
+    /// `op` at `path` of the value `write` appends as JSON.
+    fn with_written(
+        &mut self,
+        op: &str,
+        path: &Pointer,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), SerError>,
+    ) -> Result<(), SerError> {
+        self.head(op, path)?;
+        self.json.extend_from_slice(br#","value":"#);
+        write(&mut self.json)?;
+        self.json.push(b'}');
+        Ok(())
+    }
+
     /// `add` of the JSON text `json` (already serialised) at `path`.
     pub fn add_raw(&mut self, path: &Pointer, json: &[u8]) -> Result<(), SerError> {
         self.head("add", path)?;
@@ -585,6 +599,23 @@ macro_rules! pod_spec_members {
 /// Named list elements whose changes are themselves diffed typed.
 trait Element: Serialize + PartialEq + Sized {
     fn key(&self) -> &str;
+    /// Appends `self` as JSON (the bytes of `json::write`; `&mut` so that
+    /// it may be compared in part, and it is left as it was).
+    fn write(&mut self, out: &mut Vec<u8>) -> Result<(), SerError> {
+        super::json::write(out, &*self)
+    }
+    /// Appends `list` as a JSON array of its elements.
+    fn write_list(list: &mut [Self], out: &mut Vec<u8>) -> Result<(), SerError> {
+        out.push(b'[');
+        for (i, e) in list.iter_mut().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            e.write(out)?;
+        }
+        out.push(b']');
+        Ok(())
+    }
     /// Appends the operations that turn `self` (the old element, left
     /// emptied or not: it is dropped after) into `new`.
     fn diff_into(
@@ -615,6 +646,10 @@ impl Element for VolumeMount {
 impl Element for Container {
     fn key(&self) -> &str {
         &self.name
+    }
+    /// Runyard's own containers from the JSON kept of an equal one.
+    fn write(&mut self, out: &mut Vec<u8>) -> Result<(), SerError> {
+        super::memo::write_container(out, self)
     }
     fn diff_into(
         &mut self,
@@ -651,7 +686,7 @@ fn diff_field<T: Element>(
     path.push_back(name);
     let result = match (old, new.as_mut()) {
         (None, None) => Ok(()),
-        (None, Some(n)) => ops.add(path, n),
+        (None, Some(n)) => ops.with_written("add", path, |out| T::write_list(n, out)),
         (Some(_), None) => ops.remove(path),
         (Some(o), Some(n)) => diff_list(path, o, n, ops),
     };
@@ -670,7 +705,7 @@ fn diff_list<T: Element>(
     }
     if old.is_empty() {
         // A whole list at an object member (see `diff_at`).
-        return ops.add(path, &*new);
+        return ops.with_written("add", path, |out| T::write_list(new, out));
     }
     // Align as `align` does for JSON: by key, old elements kept in order.
     let mut inserted = Vec::with_capacity(new.len().saturating_sub(old.len()));
@@ -685,11 +720,11 @@ fn diff_list<T: Element>(
         }
     }
     if next_old != old.len() {
-        return ops.replace(path, &*new);
+        return ops.with_written("replace", path, |out| T::write_list(new, out));
     }
     for i in inserted {
         path.push_index(i);
-        ops.add(path, &new[i])?;
+        ops.with_written("add", path, |out| new[i].write(out))?;
         path.pop_back();
     }
     // The old elements are diffed where they are (not moved out: a
