@@ -50,7 +50,15 @@ pub fn write_container(out: &mut Vec<u8>, c: &mut Container) -> Result<(), Error
     };
     let slot = var.and_then(|i| c.env.as_mut().and_then(|vars| vars.get_mut(i)));
     let value = slot.and_then(|v| v.value.take());
-    let written = KEPT.with(|kept| write_kept(&mut kept.borrow_mut(), out, c, value.as_deref()));
+    let written = KEPT.with(|kept| {
+        write_kept(
+            &mut kept.borrow_mut(),
+            out,
+            c,
+            var.is_some(),
+            value.as_deref(),
+        )
+    });
     if let Some(value) = value {
         if let Some(v) = var.and_then(|i| c.env.as_mut().and_then(|vars| vars.get_mut(i))) {
             v.value = Some(value);
@@ -78,16 +86,17 @@ fn run_id_var(c: &Container) -> Option<Option<usize>> {
     Some(found)
 }
 
-/// Writes `c` (its run id `value` taken out) from a kept equal container,
+/// Writes `c` (its run id `value` taken out; `has_var`: it has a run id
+/// variable) from a kept equal container,
 /// keeping it first if there is none. `false`: not written (its run id's
 /// place in the JSON is ambiguous), to be written as it is.
 fn write_kept(
     kept: &mut Vec<Kept>,
     out: &mut Vec<u8>,
     c: &Container,
+    has_var: bool,
     value: Option<&str>,
 ) -> Result<bool, Error> {
-    let has_var = run_id_var(c).flatten().is_some();
     if let Some(k) = kept
         .iter()
         .find(|k| k.container.name == c.name && k.container == *c)
