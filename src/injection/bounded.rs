@@ -339,19 +339,40 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
-        let value = self.seq.next_element_seed(Seeded {
+        // Counted as it starts (the seed only runs for an element that is
+        // there), so that the element is returned as it was read: checked
+        // after, an element (a `Volume` is over 3 KB) is copied once more.
+        self.seq.next_element_seed(Element {
             seed,
             b: self.b,
+            list: self.list,
             at: self.element,
-        })?;
-        if value.is_some() {
-            self.b.element(self.list)?;
-        }
-        Ok(value)
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
         self.seq.size_hint()
+    }
+}
+
+/// A list element's seed: the element is counted in the list at `list`,
+/// then read through a [`Guard`] at `at`.
+struct Element<'b, T> {
+    seed: T,
+    b: &'b Budget,
+    list: At,
+    at: At,
+}
+
+impl<'de, T: DeserializeSeed<'de>> DeserializeSeed<'de> for Element<'_, T> {
+    type Value = T::Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T::Value, D::Error> {
+        self.b.element(self.list)?;
+        self.seed.deserialize(Guard {
+            d,
+            b: self.b,
+            at: self.at,
+        })
     }
 }
 
