@@ -320,6 +320,19 @@ impl Injector {
         pools: &dyn PoolSource,
         requester: Requester,
     ) -> Result<Mutation<R>, InjectError> {
+        self.mutate_boxed(Box::new(obj), namespace, pools, requester)
+    }
+
+    /// [`Self::mutate_as`] of an object on the heap, where it stays: the
+    /// object, its copy and the result are moved as pointers, not copied (a
+    /// typed `Pod` is over 2 KB, a `Job` more).
+    pub fn mutate_boxed<R: RunObject>(
+        &self,
+        obj: Box<R>,
+        namespace: &str,
+        pools: &dyn PoolSource,
+        requester: Requester,
+    ) -> Result<Mutation<R>, InjectError> {
         let Some(pool_name) = label(obj.meta(), LABEL_POOL).map(str::to_string) else {
             return Ok(Mutation::NotARun);
         };
@@ -394,7 +407,7 @@ impl Injector {
             limits::check(Pod::KIND, spec, pool_name, &pool.spec)?;
         }
         let hardened = trust::review_ephemeral(old, new, pool_name, &pool.spec)?;
-        finish(new.clone(), hardened)
+        finish(Box::new(new.clone()), Box::new(hardened))
     }
 
     /// A fresh run id.
@@ -409,7 +422,7 @@ impl Injector {
 /// them again (a copy has no spare capacity; an element is hundreds of
 /// bytes). Out of line so that profiles show it as its own phase.
 #[inline(never)]
-fn working_copy<R: RunObject>(obj: &mut R) -> R {
+fn working_copy<R: RunObject>(obj: &mut Box<R>) -> Box<R> {
     /// Room for runyard's and the pool's containers in a list.
     const CONTAINER_ROOM: usize = 4;
     /// Room for the `RUNYARD_*` variables and a few of the pool's.
@@ -437,6 +450,7 @@ fn working_copy<R: RunObject>(obj: &mut R) -> R {
     let mut containers = std::mem::take(&mut spec.containers);
     let mut inits = spec.init_containers.take();
     let volumes = spec.volumes.take();
+    // Cloned into its own allocation (`Box::clone`), not on the stack first.
     let mut new = obj.clone();
     if let (Some(spec), Some(copy)) = (obj.pod_spec_mut(), new.pod_spec_mut()) {
         copy.containers = with_room(&mut containers);
@@ -453,18 +467,16 @@ fn working_copy<R: RunObject>(obj: &mut R) -> R {
 
 /// The patch from `old` to `new` (out of line: the "diff" phase of a profile).
 #[inline(never)]
-fn finish<R: RunObject>(old: R, mut new: R) -> Result<Mutation<R>, InjectError> {
+fn finish<R: RunObject>(mut old: Box<R>, mut new: Box<R>) -> Result<Mutation<R>, InjectError> {
     // No whole-object comparison first: the diff compares part by part and
     // serialises only what differs, so an unchanged object costs little more.
-    let patch =
-        R::diff(old, &mut new).map_err(|e| InjectError::Invalid(format!("serialising: {e}")))?;
+    let patch = R::diff(&mut old, &mut new)
+        .map_err(|e| InjectError::Invalid(format!("serialising: {e}")))?;
+    drop(old);
     if patch.is_empty() {
         return Ok(Mutation::Unchanged);
     }
-    Ok(Mutation::Mutated {
-        object: Box::new(new),
-        patch,
-    })
+    Ok(Mutation::Mutated { object: new, patch })
 }
 
 fn set_label(meta: &mut ObjectMeta, key: &str, value: &str) {

@@ -854,7 +854,7 @@ fn diff_string_map(
 /// The patch from `old` to `new`, equal to `diff` of their JSON forms. The
 /// labels and annotations (all the engine changes in the Pod's metadata) are
 /// diffed typed, so the rest of the metadata is only compared, not serialised.
-pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<JsonPatch, SerError> {
+pub fn diff_pod(old: &mut Pod, new: &mut Pod) -> Result<JsonPatch, SerError> {
     let mut ops = Ops::default();
     let mut path = Pointer::default();
     let (old_labels, old_annotations) =
@@ -882,7 +882,7 @@ pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<JsonPatch, SerError> {
     let rest = meta.and_then(|()| {
         split_diff(
             &mut path,
-            &mut old,
+            old,
             new,
             |p| p.spec.take(),
             |p, s| p.spec = s,
@@ -896,11 +896,11 @@ pub fn diff_pod(mut old: Pod, new: &mut Pod) -> Result<JsonPatch, SerError> {
 }
 
 /// The patch from `old` to `new`, equal to `diff` of their JSON forms.
-pub fn diff_job(mut old: Job, new: &mut Job) -> Result<JsonPatch, SerError> {
+pub fn diff_job(old: &mut Job, new: &mut Job) -> Result<JsonPatch, SerError> {
     let mut ops = Ops::default();
     split_diff(
         &mut Pointer::default(),
-        &mut old,
+        old,
         new,
         |j| j.spec.as_mut().and_then(|s| s.template.spec.take()),
         |j, pod_spec| {

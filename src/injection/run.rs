@@ -86,8 +86,9 @@ pub trait RunObject:
         pool: Option<&WorkerPoolSpec>,
     ) -> Result<(), InjectError>;
 
-    /// The JSON Patch from `old` to `new`.
-    fn diff(old: Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError>;
+    /// The JSON Patch from `old` to `new` (`old` is left emptied in part:
+    /// it is dropped after).
+    fn diff(old: &mut Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError>;
 }
 
 impl RunObject for Job {
@@ -163,7 +164,7 @@ impl RunObject for Job {
         trust::review_job_update(old, new, pool_name)
     }
 
-    fn diff(old: Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError> {
+    fn diff(old: &mut Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError> {
         patch::diff_job(old, new)
     }
 }
@@ -222,7 +223,7 @@ impl RunObject for Pod {
         trust::review_pod_update(old, new, pool_name, pool)
     }
 
-    fn diff(old: Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError> {
+    fn diff(old: &mut Self, new: &mut Self) -> Result<patch::JsonPatch, patch::SerError> {
         patch::diff_pod(old, new)
     }
 }

@@ -265,22 +265,22 @@ impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
 /// A run object the in-place parse reads.
 trait Typed: RunObject {
     /// `object` as `Self`; what is not `Self` is handed back.
-    fn typed(object: Object<'_>) -> Result<Self, Object<'_>>;
+    fn typed(object: Object<'_>) -> Result<Box<Self>, Object<'_>>;
 }
 
 impl Typed for Pod {
-    fn typed(object: Object<'_>) -> Result<Self, Object<'_>> {
+    fn typed(object: Object<'_>) -> Result<Box<Self>, Object<'_>> {
         match object {
-            Object::Pod(pod) => Ok(*pod),
+            Object::Pod(pod) => Ok(pod),
             other => Err(other),
         }
     }
 }
 
 impl Typed for Job {
-    fn typed(object: Object<'_>) -> Result<Self, Object<'_>> {
+    fn typed(object: Object<'_>) -> Result<Box<Self>, Object<'_>> {
         match object {
-            Object::Job(job) => Ok(*job),
+            Object::Job(job) => Ok(job),
             other => Err(other),
         }
     }
@@ -565,12 +565,14 @@ struct Objects<'a> {
 }
 
 impl Objects<'_> {
-    fn parse<R: Typed>(object: Option<Object<'_>>, field: &str) -> Result<R, Denial> {
+    /// The object, on the heap (where the in-place parse put it): it is
+    /// moved from here on as a pointer.
+    fn parse<R: Typed>(object: Option<Object<'_>>, field: &str) -> Result<Box<R>, Denial> {
         let object =
             object.ok_or_else(|| ("invalid", format!("runyard: request.{field} is missing")))?;
-        let obj: R = match R::typed(object) {
+        let mut obj: Box<R> = match R::typed(object) {
             Ok(obj) => obj,
-            Err(Object::Raw(raw)) => parse_object(raw, field, R::KIND)?,
+            Err(Object::Raw(raw)) => Box::new(parse_object(raw, field, R::KIND)?),
             // The in-place parse reads the kind the request names, and the
             // review reads that same kind: never the other one.
             Err(Object::Pod(_) | Object::Job(_)) => {
@@ -580,7 +582,8 @@ impl Objects<'_> {
                 ))
             }
         };
-        Ok(obj.without_managed_fields())
+        obj.meta_mut().managed_fields = None;
+        Ok(obj)
     }
 }
 
@@ -591,14 +594,14 @@ fn review_object<R: Typed>(
     injector: &Injector,
     pools: &dyn PoolSource,
 ) -> Result<Option<Decided>, Denial> {
-    let new: R = Objects::parse(objects.new, "object")?;
+    let new: Box<R> = Objects::parse(objects.new, "object")?;
     let ns = namespace_of(objects.namespace, new.meta().namespace.as_deref())?;
     match op {
-        Operation::Create => outcome_patch(injector.mutate_as(new, &ns, pools, requester)),
+        Operation::Create => outcome_patch(injector.mutate_boxed(new, &ns, pools, requester)),
         Operation::Update => {
-            let old: R = Objects::parse(objects.old, "oldObject")?;
+            let old: Box<R> = Objects::parse(objects.old, "oldObject")?;
             injector
-                .review_update(&old, &new, &ns, pools, requester)
+                .review_update(&*old, &*new, &ns, pools, requester)
                 .map(|()| None)
                 .map_err(|e| (e.reason(), e.to_string()))
         }
@@ -611,8 +614,8 @@ fn review_ephemeral(
     injector: &Injector,
     pools: &dyn PoolSource,
 ) -> Result<Option<Decided>, Denial> {
-    let new: Pod = Objects::parse(objects.new, "object")?;
-    let old: Pod = Objects::parse(objects.old, "oldObject")?;
+    let new: Box<Pod> = Objects::parse(objects.new, "object")?;
+    let old: Box<Pod> = Objects::parse(objects.old, "oldObject")?;
     let ns = namespace_of(objects.namespace, new.meta().namespace.as_deref())?;
     outcome_patch(injector.review_ephemeral(&old, &new, &ns, pools))
 }
