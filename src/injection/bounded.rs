@@ -343,10 +343,12 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
         // there), so that the element is returned as it was read: checked
         // after, an element (a `Volume` is over 3 KB) is copied once more.
         self.seq.next_element_seed(Element {
-            seed,
-            b: self.b,
             list: self.list,
-            at: self.element,
+            seeded: Seeded {
+                seed,
+                b: self.b,
+                at: self.element,
+            },
         })
     }
 
@@ -356,23 +358,17 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
 }
 
 /// A list element's seed: the element is counted in the list at `list`,
-/// then read through a [`Guard`] at `at`.
+/// then read as `seeded` reads it.
 struct Element<'b, T> {
-    seed: T,
-    b: &'b Budget,
     list: At,
-    at: At,
+    seeded: Seeded<'b, T>,
 }
 
 impl<'de, T: DeserializeSeed<'de>> DeserializeSeed<'de> for Element<'_, T> {
     type Value = T::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T::Value, D::Error> {
-        self.b.element(self.list)?;
-        self.seed.deserialize(Guard {
-            d,
-            b: self.b,
-            at: self.at,
-        })
+        self.seeded.b.element(self.list)?;
+        self.seeded.deserialize(d)
     }
 }
 

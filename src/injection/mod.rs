@@ -472,7 +472,6 @@ fn finish<R: RunObject>(mut old: Box<R>, mut new: Box<R>) -> Result<Mutation<R>,
     // serialises only what differs, so an unchanged object costs little more.
     let patch = R::diff(&mut old, &mut new)
         .map_err(|e| InjectError::Invalid(format!("serialising: {e}")))?;
-    drop(old);
     if patch.is_empty() {
         return Ok(Mutation::Unchanged);
     }

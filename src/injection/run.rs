@@ -71,8 +71,13 @@ pub trait RunObject:
     /// so they stay out of the diff, and the patch still applies to the object
     /// as the API server holds it.
     fn without_managed_fields(mut self) -> Self {
-        self.meta_mut().managed_fields = None;
+        self.clear_managed_fields();
         self
+    }
+
+    /// [`Self::without_managed_fields`] in place.
+    fn clear_managed_fields(&mut self) {
+        self.meta_mut().managed_fields = None;
     }
 
     /// Injects the run environment in place (CREATE).

@@ -582,7 +582,7 @@ impl Objects<'_> {
                 ))
             }
         };
-        obj.meta_mut().managed_fields = None;
+        obj.clear_managed_fields();
         Ok(obj)
     }
 }
