@@ -12,8 +12,10 @@
 //! handler read it), `lean` (the floor of the design step BENCHMARKS.md names:
 //! the envelope plus only the pod fields the engine reads, borrowed from the
 //! body, every other member skipped unread; see [`lean`]; `lean-summary`
-//! prints what it read, once), `response` (print the review's response once) or `none` (setup only: subtract it). BODY defaults to `benches/data/review-6k.json`,
-//! N to 60,000 (use ~1,000 under valgrind).
+//! prints what it read, once), `response` (print the review's response once)
+//! or `none` (setup only: subtract it). BODY defaults to
+//! `benches/data/review-6k.json`, N to 60,000 (use ~1,000 under valgrind;
+//! `benches/cachegrind.sh` does, for cache misses).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,7 +96,7 @@ fn main() -> anyhow::Result<()> {
 /// they are (`RawValue`, a borrowed slice); every member not named here is
 /// skipped unread. Bench code: it measures what such a parse costs, it is
 /// not the product's model.
-// Nothing reads the fields: what is measured is filling them.
+// Most fields are read by nothing but `summary`: what is measured is filling them.
 #[allow(dead_code)]
 mod lean {
     use serde::Deserialize;
