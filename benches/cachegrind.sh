@@ -15,8 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 body=${1:-benches/data/review-6k.json}
 n=${2:-1000}
-shift 2 2>/dev/null || shift $#
-modes=("$@")
+modes=("${@:3}")
 [ ${#modes[@]} -gt 0 ] || modes=(review typed value lean)
 if [ -z "${PROFILE_BIN:-}" ]; then
   cargo build --release --quiet --example profile_once
