@@ -154,6 +154,12 @@ pub fn own_shape(spec: &PodSpec, pool: &WorkerPoolSpec) -> Shape {
     }
 }
 
+/// Whether `shape` (what a run itself brought, as [`own_shape`] counts it)
+/// is within its pool's limits: [`check`] without the error.
+pub(crate) fn within_pool(shape: &Shape, pool: &WorkerPoolSpec) -> bool {
+    exceeded(shape, pool_maxima(&pool.limits)).is_none()
+}
+
 /// Holds a run object of `kind` to its pool's limits (counting what the run
 /// brought, see [`own_shape`]).
 pub fn check(
@@ -477,11 +483,24 @@ impl<'de> Visitor<'de> for Count<'_> {
     }
 }
 
-/// A map key of the scanned JSON, borrowed where it is not escaped.
+/// A string of the JSON (a map key, or a value `injection::view` reads),
+/// borrowed where it is not escaped.
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub struct Key<'de>(pub std::borrow::Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl Key<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -508,8 +527,25 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// of at most 63 (and a prefix of at most 253), annotations of at most 256 KiB
 /// in total.
 pub fn check_metadata(kind: &'static str, meta: &ObjectMeta) -> Result<(), InjectError> {
+    fn pairs<'a>((k, v): (&'a String, &'a String)) -> (&'a str, &'a str) {
+        (k, v)
+    }
+    check_metadata_pairs(
+        kind,
+        meta.labels.iter().flatten().map(pairs),
+        meta.annotations.iter().flatten().map(pairs),
+    )
+}
+
+/// [`check_metadata`] of labels and annotations as pairs of strings (as
+/// `injection::view` reads them).
+pub(crate) fn check_metadata_pairs<'s>(
+    kind: &'static str,
+    labels: impl IntoIterator<Item = (&'s str, &'s str)>,
+    annotations: impl IntoIterator<Item = (&'s str, &'s str)>,
+) -> Result<(), InjectError> {
     let invalid = |detail: String| InjectError::Invalid(format!("the {kind}'s {detail}"));
-    for (key, value) in meta.labels.iter().flatten() {
+    for (key, value) in labels {
         let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
         if name.is_empty() || name.len() > 63 || prefix.len() > 253 {
             return Err(invalid(format!(
@@ -525,10 +561,8 @@ pub fn check_metadata(kind: &'static str, meta: &ObjectMeta) -> Result<(), Injec
             )));
         }
     }
-    let annotations: usize = meta
-        .annotations
-        .iter()
-        .flatten()
+    let annotations: usize = annotations
+        .into_iter()
         .map(|(k, v)| k.len() + v.len())
         .sum();
     if annotations > MAX_ANNOTATION_BYTES {

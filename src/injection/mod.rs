@@ -7,6 +7,7 @@
 //! servers.
 
 pub mod bounded;
+mod fast;
 pub(crate) mod json;
 pub mod limits;
 pub mod manifests;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod pools;
 pub mod run;
 pub mod trust;
+pub mod view;
 
 pub use pools::{load_pool_file, parse_pools, PoolFileError, PoolSource, StaticPools};
 pub use run::RunObject;
@@ -410,6 +412,20 @@ impl Injector {
         finish(Box::new(new.clone()), Box::new(hardened))
     }
 
+    /// The patch of a run Pod CREATE (the object's JSON `raw`, the
+    /// request's namespace), from the fast path when it takes the pod
+    /// (`injection::fast`); `None`: [`Self::mutate_boxed`] of the typed Pod
+    /// decides.
+    pub fn fast_pod_create(
+        &self,
+        raw: &str,
+        namespace: Option<&str>,
+        pools: &dyn PoolSource,
+        requester: Requester,
+    ) -> Option<patch::JsonPatch> {
+        fast::pod_create(self, raw, namespace, pools, requester)
+    }
+
     /// A fresh run id.
     fn new_run_id(&self) -> String {
         (self.run_ids)()
@@ -487,5 +503,7 @@ fn set_label(meta: &mut ObjectMeta, key: &str, value: &str) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fast;
 #[cfg(test)]
 mod tests_trust;

@@ -13,8 +13,8 @@ use crate::vocab::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PodSchedulingGate, PodSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PodSchedulingGate, PodSecurityContext,
+    PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -411,6 +411,14 @@ fn check_collisions(
     Ok(())
 }
 
+/// Runyard's and the pool's volumes, as [`inject_volumes`] adds them to a
+/// pod that has none.
+pub(super) fn injected_volumes(ctx: &PodContext<'_>) -> Vec<Volume> {
+    let mut spec = PodSpec::default();
+    inject_volumes(&mut spec, ctx, &mut Placed::default());
+    spec.volumes.unwrap_or_default()
+}
+
 /// Adds runyard's and the pool's volumes, as `produced`. Runyard's are built
 /// where they go in the list (a `Volume` is over 3 KB: no copies of it).
 fn inject_volumes(spec: &mut PodSpec, ctx: &PodContext<'_>, produced: &mut Placed<Volume>) {
@@ -521,7 +529,7 @@ fn value_env(name: &str, value: &str) -> EnvVar {
 }
 
 /// The `RUNYARD_*` variables every runyard-managed container gets.
-fn runyard_env(ctx: &PodContext<'_>) -> Vec<EnvVar> {
+pub(super) fn runyard_env(ctx: &PodContext<'_>) -> Vec<EnvVar> {
     vec![
         value_env(var::RUN_ID, ctx.run_id),
         value_env(var::POOL, ctx.pool_name),
@@ -668,7 +676,7 @@ fn apply_mounts(
     Ok(())
 }
 
-fn workspace_mounts(binaries_read_only: bool) -> Vec<VolumeMount> {
+pub(super) fn workspace_mounts(binaries_read_only: bool) -> Vec<VolumeMount> {
     vec![
         mount(WORKSPACE_VOLUME, WORKSPACE_PATH, None, false),
         mount(
@@ -873,7 +881,7 @@ fn runyard_container(
 
 /// `init`; with `exec_shim` (worker commands may run through the exec shim)
 /// it installs the shim too.
-fn init_container(
+pub(super) fn init_container(
     c: &mut Container,
     ctx: &PodContext<'_>,
     env: &[EnvVar],
@@ -908,7 +916,7 @@ fn init_container(
     )
 }
 
-fn launcher_container(
+pub(super) fn launcher_container(
     c: &mut Container,
     ctx: &PodContext<'_>,
     env: &[EnvVar],
@@ -957,6 +965,21 @@ fn launcher_container(
 /// How often the kubelet probes the launcher.
 pub const LAUNCHER_PROBE_PERIOD_SECONDS: i32 = 10;
 
+/// Runyard's defaults for what a pod's security context leaves unset (after
+/// the pool's): UID/GID 1983, non-root, `RuntimeDefault` seccomp.
+pub(super) fn pod_security_defaults(sc: &mut PodSecurityContext) {
+    sc.run_as_user.get_or_insert(RUNYARD_UID);
+    sc.run_as_group.get_or_insert(RUNYARD_UID);
+    sc.fs_group.get_or_insert(RUNYARD_UID);
+    sc.run_as_non_root.get_or_insert(true);
+    if sc.seccomp_profile.is_none() {
+        sc.seccomp_profile = Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..Default::default()
+        });
+    }
+}
+
 fn inject_pod_fields(
     meta: &mut ObjectMeta,
     spec: &mut PodSpec,
@@ -973,16 +996,7 @@ fn inject_pod_fields(
             *sc = merged;
         }
     }
-    sc.run_as_user.get_or_insert(RUNYARD_UID);
-    sc.run_as_group.get_or_insert(RUNYARD_UID);
-    sc.fs_group.get_or_insert(RUNYARD_UID);
-    sc.run_as_non_root.get_or_insert(true);
-    if sc.seccomp_profile.is_none() {
-        sc.seccomp_profile = Some(SeccompProfile {
-            type_: "RuntimeDefault".to_string(),
-            ..Default::default()
-        });
-    }
+    pod_security_defaults(sc);
 
     let labels = meta.labels.get_or_insert_with(Default::default);
     for (k, v) in &pool_pod.labels {

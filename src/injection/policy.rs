@@ -4,8 +4,8 @@
 
 use super::InjectError;
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Capabilities, Container, PodSpec, SELinuxOptions, SeccompProfile,
-    SecurityContext, Volume,
+    AppArmorProfile, Capabilities, Container, ContainerPort, PodSecurityContext, PodSpec,
+    SELinuxOptions, SeccompProfile, SecurityContext, Volume,
 };
 use std::collections::BTreeMap;
 
@@ -189,16 +189,29 @@ pub fn pod_escape(
     annotations: Option<&BTreeMap<String, String>>,
     spec: &PodSpec,
 ) -> Option<String> {
-    for (flag, name) in [
-        (spec.host_network, "hostNetwork"),
-        (spec.host_pid, "hostPID"),
-        (spec.host_ipc, "hostIPC"),
-    ] {
+    pod_escape_of(
+        annotations
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+        [spec.host_network, spec.host_pid, spec.host_ipc],
+        spec.security_context.as_ref(),
+    )
+}
+
+/// [`pod_escape`] of a pod's annotations, its `[hostNetwork, hostPID,
+/// hostIPC]` and its security context (all it reads).
+pub fn pod_escape_of<'s>(
+    annotations: impl IntoIterator<Item = (&'s str, &'s str)>,
+    host: [Option<bool>; 3],
+    sc: Option<&PodSecurityContext>,
+) -> Option<String> {
+    for (flag, name) in host.into_iter().zip(["hostNetwork", "hostPID", "hostIPC"]) {
         if flag == Some(true) {
             return Some(format!("the pod sets {name}: true"));
         }
     }
-    for (key, value) in annotations.into_iter().flatten() {
+    for (key, value) in annotations {
         if let Some(container) = key.strip_prefix(APPARMOR_ANNOTATION_PREFIX) {
             if !(value.is_empty() || value == "runtime/default" || value.starts_with("localhost/"))
             {
@@ -208,7 +221,7 @@ pub fn pod_escape(
             }
         }
     }
-    let sc = spec.security_context.as_ref()?;
+    let sc = sc?;
     let pod = |what: String| Some(format!("the pod sets {what}"));
     if sc.run_as_user == Some(0) {
         return pod("runAsUser: 0 (root)".into());
@@ -249,13 +262,26 @@ pub fn pod_escape(
 /// What in one container Pod Security `baseline` forbids, or runyard forbids
 /// on top (root, group 0, any added capability): the first found.
 pub fn container_escape(c: &Container) -> Option<String> {
-    let name = &c.name;
-    for port in c.ports.iter().flatten() {
+    container_escape_of(
+        &c.name,
+        c.ports.as_deref().unwrap_or_default(),
+        c.security_context.as_ref(),
+    )
+}
+
+/// [`container_escape`] of a container's name, ports and security context
+/// (all it reads).
+pub fn container_escape_of(
+    name: &str,
+    ports: &[ContainerPort],
+    sc: Option<&SecurityContext>,
+) -> Option<String> {
+    for port in ports {
         if let Some(p) = port.host_port.filter(|p| *p != 0) {
             return Some(format!("container {name:?} uses hostPort {p}"));
         }
     }
-    let sc = c.security_context.as_ref()?;
+    let sc = sc?;
     let sets = |what: &str| Some(format!("container {name:?} sets {what}"));
     if sc.privileged == Some(true) {
         return Some(format!("container {name:?} is privileged"));

@@ -1101,7 +1101,7 @@ fn arb_quantity_map() -> impl Strategy<Value = Option<BTreeMap<String, Quantity>
     ))
 }
 
-fn arb_container(prefix: &'static str) -> impl Strategy<Value = Container> {
+pub(super) fn arb_container(prefix: &'static str) -> impl Strategy<Value = Container> {
     (
         0u8..8,
         arb_image(),
@@ -1250,7 +1250,7 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
         })
 }
 
-fn arb_requester() -> impl Strategy<Value = Requester> {
+pub(super) fn arb_requester() -> impl Strategy<Value = Requester> {
     prop_oneof![
         Just(Requester::User),
         Just(Requester::JobController),
@@ -1295,13 +1295,13 @@ fn arb_pools() -> impl Strategy<Value = StaticPools> {
 /// How a pod spec without containers is written: `containers: []`, no
 /// `containers` member at all, or `containers: null`. The typed object is the
 /// same for all three; the patch must apply to each.
-fn arb_empty_list_shape() -> impl Strategy<Value = u8> {
+pub(super) fn arb_empty_list_shape() -> impl Strategy<Value = u8> {
     0u8..3
 }
 
 /// The JSON the API server would send for `obj`, with an empty
 /// `containers` list at `spec` (a pointer) written as `shape` says.
-fn raw_with_shape<T: Serialize>(obj: &T, spec: &str, shape: u8) -> Value {
+pub(super) fn raw_with_shape<T: Serialize>(obj: &T, spec: &str, shape: u8) -> Value {
     let mut raw = serde_json::to_value(obj).expect("serialise");
     if let Some(spec) = raw.pointer_mut(spec).and_then(Value::as_object_mut) {
         if spec
