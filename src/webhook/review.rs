@@ -191,6 +191,9 @@ pub fn handle(
                 (ReviewKind::Job, _) => {
                     review_object::<Job>(op, object, requester, injector, pools)
                 }
+                (ReviewKind::Pod, Operation::Create) => {
+                    review_pod_create(object, requester, injector, pools)
+                }
                 (ReviewKind::Pod, _) => {
                     review_object::<Pod>(op, object, requester, injector, pools)
                 }
@@ -241,7 +244,9 @@ fn parse_in_place(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
     // parse says so.
     let body = std::str::from_utf8(body).map_err(serde::de::Error::custom)?;
     let mut d = serde_json::Deserializer::from_str(body);
-    let review = d.deserialize_map(InPlace)?;
+    let review = d.deserialize_map(InPlace {
+        pod_create_raw: !looks_injected(body),
+    })?;
     d.end()?;
     Ok(review)
 }
@@ -290,7 +295,23 @@ impl Typed for Job {
 /// [`RequestIn`] as their derived parse reads them. Whatever those would read
 /// differently (a key with an escape, a duplicate, fields as a JSON array) is
 /// an error here, and the derived parse decides.
-struct InPlace;
+struct InPlace {
+    /// Keep a Pod CREATE's object raw, for the fast path (see [`ObjectSeed`]).
+    pod_create_raw: bool,
+}
+
+/// Whether a review's text names runyard's injected annotation: its pod
+/// was injected before (a Job's pod, from the injected template), which the
+/// fast path leaves to the engine, so it is read in place as a typed Pod
+/// rather than kept raw for the fast path first. Only a choice between two
+/// paths that give the same answer: an annotation spelt otherwise (escaped)
+/// is found by the fast path, which leaves it to the engine all the same.
+fn looks_injected(body: &str) -> bool {
+    memchr::memmem::find(body.as_bytes(), INJECTED_KEY.as_bytes()).is_some()
+}
+
+/// [`crate::vocab::ANNOTATION_INJECTED`] as a JSON key (a test checks).
+const INJECTED_KEY: &str = "\"runyard.dev/injected\"";
 
 fn duplicate<E: de::Error>(seen: &mut bool, field: &'static str) -> Result<(), E> {
     if std::mem::replace(seen, true) {
@@ -325,7 +346,10 @@ impl<'de> Visitor<'de> for InPlace {
                 "kind" => review.kind = once(&mut map, &mut seen[1], "kind")?,
                 "request" => {
                     duplicate(&mut seen[2], "request")?;
-                    review.request = map.next_value_seed(Nullable(InPlaceRequest))?;
+                    let request = InPlaceRequest {
+                        pod_create_raw: self.pod_create_raw,
+                    };
+                    review.request = map.next_value_seed(Nullable(request))?;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -367,7 +391,10 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
 }
 
 /// The request of the in-place parse.
-struct InPlaceRequest;
+struct InPlaceRequest {
+    /// As [`InPlace`]'s.
+    pod_create_raw: bool,
+}
 
 impl<'de> DeserializeSeed<'de> for InPlaceRequest {
     type Value = RequestIn<'de>;
@@ -398,16 +425,17 @@ impl<'de> Visitor<'de> for InPlaceRequest {
                 "dryRun" => request.dry_run = once(&mut map, &mut seen[5], "dryRun")?,
                 "object" => {
                     duplicate(&mut seen[6], "object")?;
-                    let wanted = request.wanted().is_some();
-                    request.object = map.next_value_seed(ObjectSeed::new(&request, wanted))?;
+                    let wanted = request.wanted();
+                    let raw = wanted == Some(Operation::Create) && self.pod_create_raw;
+                    request.object = map.next_value_seed(ObjectSeed::new(&request, wanted, raw))?;
                 }
                 "oldObject" => {
                     duplicate(&mut seen[7], "oldObject")?;
-                    let wanted = matches!(
-                        request.wanted(),
-                        Some(Operation::Update | Operation::Ephemeral)
-                    );
-                    request.old_object = map.next_value_seed(ObjectSeed::new(&request, wanted))?;
+                    let wanted = request
+                        .wanted()
+                        .filter(|op| matches!(op, Operation::Update | Operation::Ephemeral));
+                    request.old_object =
+                        map.next_value_seed(ObjectSeed::new(&request, wanted, false))?;
                 }
                 "userInfo" => request.user_info = once(&mut map, &mut seen[8], "userInfo")?,
                 _ => {
@@ -431,15 +459,27 @@ impl RequestIn<'_> {
     }
 }
 
-/// An object of the request: typed, when the review reads it and the kind is
-/// known; its raw JSON otherwise.
+/// An object of the request: typed, when the review reads it (`wanted`: what
+/// the review does with it) and the kind is known; its raw JSON otherwise,
+/// and for a Pod CREATE not injected before, which the fast path reads from
+/// its JSON (`Injector::fast_pod_create`).
 struct ObjectSeed {
     typed: Option<ReviewKind>,
 }
 
 impl ObjectSeed {
-    fn new(request: &RequestIn<'_>, wanted: bool) -> Nullable<Self> {
-        let typed = wanted.then(|| ReviewKind::of(request.kind.as_ref()));
+    /// `pod_create_raw`: keep a Pod CREATE's object raw.
+    fn new(
+        request: &RequestIn<'_>,
+        wanted: Option<Operation>,
+        pod_create_raw: bool,
+    ) -> Nullable<Self> {
+        let kind = ReviewKind::of(request.kind.as_ref());
+        let typed = match (kind, wanted) {
+            (_, None) => None,
+            (ReviewKind::Pod, Some(Operation::Create)) if pod_create_raw => None,
+            (kind, Some(_)) => Some(kind),
+        };
         Nullable(ObjectSeed { typed })
     }
 }
@@ -609,6 +649,35 @@ fn review_object<R: Typed>(
     }
 }
 
+/// A Pod CREATE: the fast path's patch when it takes the pod, else the
+/// engine's full path on the typed Pod.
+fn review_pod_create(
+    objects: Objects<'_>,
+    requester: Requester,
+    injector: &Injector,
+    pools: &dyn PoolSource,
+) -> Result<Option<Decided>, Denial> {
+    if let Some(Object::Raw(raw)) = &objects.new {
+        let fast = fast_pod_create(injector, raw, objects.namespace, pools, requester);
+        if let Some(patch) = fast {
+            return Ok(Some(Decided::Patch(patch.into_bytes())));
+        }
+    }
+    review_object::<Pod>(Operation::Create, objects, requester, injector, pools)
+}
+
+/// Phase "fast path" (`injection::fast`: the view parse and the patch).
+#[inline(never)]
+fn fast_pod_create(
+    injector: &Injector,
+    raw: &RawValue,
+    namespace: Option<&str>,
+    pools: &dyn PoolSource,
+    requester: Requester,
+) -> Option<crate::injection::patch::JsonPatch> {
+    injector.fast_pod_create(raw.get(), namespace, pools, requester)
+}
+
 fn review_ephemeral(
     objects: Objects<'_>,
     injector: &Injector,
@@ -690,6 +759,7 @@ fn free<T>(object: T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::ANNOTATION_INJECTED;
     use proptest::prelude::*;
 
     /// What a review's envelope says, its objects as their typed JSON (a raw
@@ -778,9 +848,26 @@ mod tests {
         for (name, body) in fixtures() {
             let typed = same_as_derived(&body).unwrap_or_else(|| panic!("{name}: refused"));
             // Every captured review is a CREATE or an UPDATE of a Pod or a
-            // Job: the object is read where it stands, not skipped first.
-            assert!(typed, "{name}: object left raw");
+            // Job: the object is read where it stands, not skipped first;
+            let review: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            // but a Pod CREATE's not injected before, which the fast path
+            // reads from its JSON.
+            let pod_create = review["request"]["kind"]["kind"] == "Pod"
+                && review["request"]["operation"] == "CREATE";
+            let injected = !review["request"]["object"]["metadata"]["annotations"]
+                [ANNOTATION_INJECTED]
+                .is_null();
+            assert_eq!(typed, !pod_create || injected, "{name}: typed in place");
         }
+    }
+
+    #[test]
+    fn the_injected_key_is_the_annotation_as_json() {
+        assert_eq!(INJECTED_KEY, format!("\"{ANNOTATION_INJECTED}\""));
+        let pod =
+            |annotations: &str| format!(r#"{{"metadata":{{"annotations":{{{annotations}}}}}}}"#);
+        assert!(looks_injected(&pod(r#""runyard.dev/injected":"r""#)));
+        assert!(!looks_injected(&pod(r#""runyard.dev/pool":"p""#)));
     }
 
     #[test]
@@ -792,6 +879,8 @@ mod tests {
             )
         };
         let gvk = r#""kind":{"group":"","version":"v1","kind":"Pod"}"#;
+        let job = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"j"}}"#;
+        let job_gvk = r#""kind":{"group":"batch","version":"v1","kind":"Job"}"#;
         let cases = [
             // the object before the kind: kept raw, parsed later
             (
@@ -807,19 +896,33 @@ mod tests {
                 )),
                 Some(false),
             ),
-            // CREATE: the old object (null) is not read as a Pod
+            // a Pod CREATE: raw, for the fast path (`Injector::fast_pod_create`)
             (
                 envelope(&format!(
-                    r#"{{"uid":"u",{gvk},"operation":"CREATE","object":{pod},"oldObject":null}}"#
+                    r#"{{"uid":"u",{gvk},"operation":"CREATE","object":{pod}}}"#
+                )),
+                Some(false),
+            ),
+            // CREATE: the old object (null) is not read as a Job
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{job_gvk},"operation":"CREATE","object":{job},"oldObject":null}}"#
                 )),
                 Some(true),
             ),
-            // an object that is not a Pod: the derived parse, whose review explains
+            // an object that is not a Job: the derived parse, whose review explains
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{job_gvk},"operation":"CREATE","object":[1]}}"#
+                )),
+                None,
+            ),
+            // nor a Pod, at CREATE: kept raw, and the review explains
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{gvk},"operation":"CREATE","object":[1]}}"#
                 )),
-                None,
+                Some(false),
             ),
             // a duplicate field, an escaped key, fields as an array, trailing data
             (envelope(r#"{"uid":"u","uid":"v"}"#), None),
