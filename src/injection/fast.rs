@@ -99,6 +99,13 @@ fn inject(
     if injector.facts.sidecar_mode != SidecarMode::Native {
         return None;
     }
+    // Not a v1 Pod by its own word: the typed parse refuses it.
+    let says = |field: &Option<limits::Key<'_>>, want: &str| {
+        field.as_ref().is_none_or(|v| v.as_str() == want)
+    };
+    if !says(&view.api_version, "v1") || !says(&view.kind, "Pod") {
+        return None;
+    }
     let meta = &view.metadata;
     let labels = meta.labels.as_ref()?;
     let pool_name = labels.get(LABEL_POOL)?;

@@ -130,6 +130,9 @@ fn anything_the_fast_path_does_not_take_goes_to_the_engine() {
         }),
         edited(|p| p["spec"]["ephemeralContainers"] = serde_json::json!([])),
         edited(|p| p["metadata"]["labels"][LABEL_POOL] = "missing".into()),
+        // Not a v1 Pod by its own word (found by the `review` fuzz target).
+        edited(|p| p["apiVersion"] = "v0".into()),
+        edited(|p| p["kind"] = "Job".into()),
     ];
     let pools = pool(
         "builders",

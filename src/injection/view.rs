@@ -27,8 +27,12 @@ type Skip = Option<IgnoredAny>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodView<'a> {
-    pub api_version: Skip,
-    pub kind: Skip,
+    /// The object's identity, which the typed Pod checks (`v1`, `Pod` when
+    /// present): the fast path takes only a pod that says it is one.
+    #[serde(borrow, default)]
+    pub api_version: Option<Key<'a>>,
+    #[serde(borrow, default)]
+    pub kind: Option<Key<'a>>,
     #[serde(borrow, default)]
     pub metadata: MetaView<'a>,
     #[serde(borrow)]
