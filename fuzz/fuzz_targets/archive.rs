@@ -38,7 +38,11 @@ fn walk(dir: &Path, files: &mut u64, bytes: &mut u64) {
     for entry in std::fs::read_dir(dir).expect("read_dir") {
         let entry = entry.expect("entry");
         let meta = std::fs::symlink_metadata(entry.path()).expect("meta");
-        assert!(!meta.file_type().is_symlink(), "a link was created: {:?}", entry.path());
+        assert!(
+            !meta.file_type().is_symlink(),
+            "a link was created: {:?}",
+            entry.path()
+        );
         if meta.is_dir() {
             walk(&entry.path(), files, bytes);
         } else {
@@ -62,7 +66,11 @@ fuzz_target!(|data: &[u8]| {
         gz.write_all(rest).expect("gzip");
         let compressed = gz.finish().expect("gzip");
         unpack(
-            || Ok::<_, InitError>(flate2::read::GzDecoder::new(Cursor::new(compressed.as_slice()))),
+            || {
+                Ok::<_, InitError>(flate2::read::GzDecoder::new(Cursor::new(
+                    compressed.as_slice(),
+                )))
+            },
             &into,
             &LIMITS,
         )
@@ -74,9 +82,15 @@ fuzz_target!(|data: &[u8]| {
         .map(|e| e.expect("entry").file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["into", "sibling"], "something was created beside the target");
     assert_eq!(
-        std::fs::read_dir(outer.join("sibling")).expect("sibling").count(),
+        names,
+        ["into", "sibling"],
+        "something was created beside the target"
+    );
+    assert_eq!(
+        std::fs::read_dir(outer.join("sibling"))
+            .expect("sibling")
+            .count(),
         0,
         "something was created in a sibling"
     );

@@ -56,8 +56,7 @@ fn check<R: RunObject + std::fmt::Debug>(raw: Value, container_mode: bool, reque
     let injector = common::injector(container_mode);
     let pools = common::pools();
     let obj = obj.without_managed_fields();
-    let Ok(Mutation::Mutated { object, patch }) =
-        injector.mutate_as(obj, "ci", pools, requester)
+    let Ok(Mutation::Mutated { object, patch }) = injector.mutate_as(obj, "ci", pools, requester)
     else {
         return;
     };

@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_else(|e| panic!("the output does not inject again: {e}\n{out}"));
             assert_eq!(again, out, "injecting the output changed it");
         }
-        Err(InjectFileError::Invalid { kind: "patch", detail, .. }) => {
+        Err(InjectFileError::Invalid {
+            kind: "patch",
+            detail,
+            ..
+        }) => {
             panic!("the engine's patch does not apply: {detail}")
         }
         Err(_) => {}
