@@ -89,7 +89,9 @@ fn key_taken(key: &str) -> bool {
         || !(key.starts_with("runyard.dev/") || key.starts_with(policy::APPARMOR_ANNOTATION_PREFIX))
 }
 
-fn inject(
+/// The patch of a run Pod CREATE read as `view`, when the fast path takes
+/// it; `None`: the engine's full path decides.
+pub(crate) fn inject(
     injector: &Injector,
     view: &PodView<'_>,
     request_namespace: Option<&str>,

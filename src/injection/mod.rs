@@ -426,6 +426,18 @@ impl Injector {
         fast::pod_create(self, raw, namespace, pools, requester)
     }
 
+    /// [`Self::fast_pod_create`] of a pod already read as the fast path's
+    /// view (by the webhook, where the object stood in the review).
+    pub fn fast_pod_view(
+        &self,
+        view: &view::PodView<'_>,
+        namespace: Option<&str>,
+        pools: &dyn PoolSource,
+        requester: Requester,
+    ) -> Option<patch::JsonPatch> {
+        fast::inject(self, view, namespace, pools, requester)
+    }
+
     /// A fresh run id.
     fn new_run_id(&self) -> String {
         (self.run_ids)()

@@ -9,6 +9,7 @@
 //! only a body that is not a readable AdmissionReview v1 is a [`ReviewError`]
 //! (HTTP 400).
 
+use crate::injection::view::PodView;
 use crate::injection::{limits, InjectError, Injector, Mutation, PoolSource, Requester, RunObject};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -145,7 +146,9 @@ pub fn handle(
     injector: &Injector,
     pools: &dyn PoolSource,
 ) -> Result<Handled, ReviewError> {
-    let review = parse_envelope(body)?;
+    // A Pod CREATE's object not injected before is read, in the common
+    // case, as the fast path's view (`review_pod_create`).
+    let review = parse_envelope(body, !looks_injected(body))?;
     match review.kind.as_deref() {
         Some("AdmissionReview") => {}
         other => {
@@ -183,6 +186,7 @@ pub fn handle(
                 new: request.object,
                 old: request.old_object,
                 namespace: request.namespace.as_deref(),
+                body,
             };
             match (kind, op) {
                 (ReviewKind::Pod, Operation::Ephemeral) => {
@@ -225,28 +229,34 @@ pub fn handle(
 
 /// Phase "envelope parse" (with, in the common case, the object parse): the
 /// AdmissionReview, its object read in place when the request's kind and
-/// operation came first and say the review needs it. Any error there, and
-/// the plain parse (the object's raw JSON borrowed, not parsed) decides what
+/// operation came first and say the review needs it (`pod_create_view`: a
+/// Pod CREATE's object as the fast path's view, else typed). Any error
+/// there, and the plain parse (the object's raw JSON borrowed, not parsed) decides what
 /// is read and explains what is not: the in-place parse only ever saves a
 /// pass over the object, it never accepts or refuses anything of its own.
 #[inline(never)]
-fn parse_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
-    if let Ok(review) = parse_in_place(body) {
+fn parse_envelope(body: &[u8], pod_create_view: bool) -> Result<ReviewIn<'_>, ReviewError> {
+    if let Ok(review) = parse_in_place(body, pod_create_view) {
         return Ok(review);
+    }
+    // The fast path's view refuses what it does not know (by design: see
+    // `injection::view`); the typed object may still be read in place.
+    if pod_create_view {
+        if let Ok(review) = parse_in_place(body, false) {
+            return Ok(review);
+        }
     }
     Ok(serde_json::from_slice(body)?)
 }
 
 /// The AdmissionReview with its objects parsed in place where possible.
-fn parse_in_place(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
+fn parse_in_place(body: &[u8], pod_create_view: bool) -> Result<ReviewIn<'_>, serde_json::Error> {
     // Checked as UTF-8 once, so that the parse does not check every string
     // again (serde_json's `from_slice` does); not UTF-8, and the derived
     // parse says so.
     let body = std::str::from_utf8(body).map_err(serde::de::Error::custom)?;
     let mut d = serde_json::Deserializer::from_str(body);
-    let review = d.deserialize_map(InPlace {
-        pod_create_raw: !looks_injected(body),
-    })?;
+    let review = d.deserialize_map(InPlace { pod_create_view })?;
     d.end()?;
     Ok(review)
 }
@@ -259,6 +269,9 @@ enum Object<'a> {
     /// (`injection::bounded`).
     Pod(Box<Pod>),
     Job(Box<Job>),
+    /// A Pod CREATE's object as the fast path reads it, parsed where it
+    /// stood in the body under the same limits (`injection::view`).
+    View(Box<PodView<'a>>),
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
@@ -296,18 +309,18 @@ impl Typed for Job {
 /// differently (a key with an escape, a duplicate, fields as a JSON array) is
 /// an error here, and the derived parse decides.
 struct InPlace {
-    /// Keep a Pod CREATE's object raw, for the fast path (see [`ObjectSeed`]).
-    pod_create_raw: bool,
+    /// Read a Pod CREATE's object as the fast path's view (see [`ObjectSeed`]).
+    pod_create_view: bool,
 }
 
 /// Whether a review's text names runyard's injected annotation: its pod
 /// was injected before (a Job's pod, from the injected template), which the
 /// fast path leaves to the engine, so it is read in place as a typed Pod
-/// rather than kept raw for the fast path first. Only a choice between two
+/// rather than as the fast path's view first. Only a choice between two
 /// paths that give the same answer: an annotation spelt otherwise (escaped)
 /// is found by the fast path, which leaves it to the engine all the same.
-fn looks_injected(body: &str) -> bool {
-    memchr::memmem::find(body.as_bytes(), INJECTED_KEY.as_bytes()).is_some()
+fn looks_injected(body: &[u8]) -> bool {
+    memchr::memmem::find(body, INJECTED_KEY.as_bytes()).is_some()
 }
 
 /// [`crate::vocab::ANNOTATION_INJECTED`] as a JSON key (a test checks).
@@ -347,7 +360,7 @@ impl<'de> Visitor<'de> for InPlace {
                 "request" => {
                     duplicate(&mut seen[2], "request")?;
                     let request = InPlaceRequest {
-                        pod_create_raw: self.pod_create_raw,
+                        pod_create_view: self.pod_create_view,
                     };
                     review.request = map.next_value_seed(Nullable(request))?;
                 }
@@ -393,7 +406,7 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
 /// The request of the in-place parse.
 struct InPlaceRequest {
     /// As [`InPlace`]'s.
-    pod_create_raw: bool,
+    pod_create_view: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for InPlaceRequest {
@@ -426,8 +439,9 @@ impl<'de> Visitor<'de> for InPlaceRequest {
                 "object" => {
                     duplicate(&mut seen[6], "object")?;
                     let wanted = request.wanted();
-                    let raw = wanted == Some(Operation::Create) && self.pod_create_raw;
-                    request.object = map.next_value_seed(ObjectSeed::new(&request, wanted, raw))?;
+                    let view = wanted == Some(Operation::Create) && self.pod_create_view;
+                    request.object =
+                        map.next_value_seed(ObjectSeed::new(&request, wanted, view))?;
                 }
                 "oldObject" => {
                     duplicate(&mut seen[7], "oldObject")?;
@@ -460,27 +474,31 @@ impl RequestIn<'_> {
 }
 
 /// An object of the request: typed, when the review reads it (`wanted`: what
-/// the review does with it) and the kind is known; its raw JSON otherwise,
-/// and for a Pod CREATE not injected before, which the fast path reads from
-/// its JSON (`Injector::fast_pod_create`).
-struct ObjectSeed {
-    typed: Option<ReviewKind>,
+/// the review does with it) and the kind is known; for a Pod CREATE not
+/// injected before, the fast path's view (`Injector::fast_pod_view`); its
+/// raw JSON otherwise.
+enum ObjectSeed {
+    /// Its raw JSON.
+    Raw,
+    /// Typed, as the request's kind (`Pod` or `Job`).
+    Typed(ReviewKind),
+    /// A Pod CREATE's object as the fast path's view.
+    View,
 }
 
 impl ObjectSeed {
-    /// `pod_create_raw`: keep a Pod CREATE's object raw.
+    /// `pod_create_view`: read a Pod CREATE's object as the fast path's view.
     fn new(
         request: &RequestIn<'_>,
         wanted: Option<Operation>,
-        pod_create_raw: bool,
+        pod_create_view: bool,
     ) -> Nullable<Self> {
         let kind = ReviewKind::of(request.kind.as_ref());
-        let typed = match (kind, wanted) {
-            (_, None) => None,
-            (ReviewKind::Pod, Some(Operation::Create)) if pod_create_raw => None,
-            (kind, Some(_)) => Some(kind),
-        };
-        Nullable(ObjectSeed { typed })
+        Nullable(match (kind, wanted) {
+            (_, None) | (ReviewKind::Other, _) => ObjectSeed::Raw,
+            (ReviewKind::Pod, Some(Operation::Create)) if pod_create_view => ObjectSeed::View,
+            (kind, Some(_)) => ObjectSeed::Typed(kind),
+        })
     }
 }
 
@@ -488,14 +506,17 @@ impl<'de> DeserializeSeed<'de> for ObjectSeed {
     type Value = Object<'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Object<'de>, D::Error> {
         use crate::injection::bounded::seed;
-        match self.typed {
-            Some(ReviewKind::Pod) => seed::<Pod>(Pod::KIND)
+        match self {
+            ObjectSeed::Typed(ReviewKind::Pod) => seed::<Pod>(Pod::KIND)
                 .deserialize(d)
                 .map(|p| Object::Pod(Box::new(p))),
-            Some(ReviewKind::Job) => seed::<Job>(Job::KIND)
+            ObjectSeed::Typed(ReviewKind::Job) => seed::<Job>(Job::KIND)
                 .deserialize(d)
                 .map(|j| Object::Job(Box::new(j))),
-            _ => Object::deserialize(d),
+            ObjectSeed::View => seed::<PodView<'de>>(Pod::KIND)
+                .deserialize(d)
+                .map(|v| Object::View(Box::new(v))),
+            ObjectSeed::Typed(ReviewKind::Other) | ObjectSeed::Raw => Object::deserialize(d),
         }
     }
 }
@@ -602,6 +623,9 @@ struct Objects<'a> {
     new: Option<Object<'a>>,
     old: Option<Object<'a>>,
     namespace: Option<&'a str>,
+    /// The review's body, to read the object again typed when it was read
+    /// as the fast path's view and the fast path leaves it to the engine.
+    body: &'a [u8],
 }
 
 impl Objects<'_> {
@@ -615,7 +639,7 @@ impl Objects<'_> {
             Err(Object::Raw(raw)) => Box::new(parse_object(raw, field, R::KIND)?),
             // The in-place parse reads the kind the request names, and the
             // review reads that same kind: never the other one.
-            Err(Object::Pod(_) | Object::Job(_)) => {
+            Err(Object::Pod(_) | Object::Job(_) | Object::View(_)) => {
                 return Err((
                     "invalid",
                     format!("runyard: request.{field} is not a {}", R::KIND),
@@ -652,21 +676,44 @@ fn review_object<R: Typed>(
 /// A Pod CREATE: the fast path's patch when it takes the pod, else the
 /// engine's full path on the typed Pod.
 fn review_pod_create(
-    objects: Objects<'_>,
+    mut objects: Objects<'_>,
     requester: Requester,
     injector: &Injector,
     pools: &dyn PoolSource,
 ) -> Result<Option<Decided>, Denial> {
-    if let Some(Object::Raw(raw)) = &objects.new {
-        let fast = fast_pod_create(injector, raw, objects.namespace, pools, requester);
-        if let Some(patch) = fast {
-            return Ok(Some(Decided::Patch(patch.into_bytes())));
+    let fast = match &objects.new {
+        Some(Object::View(view)) => {
+            fast_pod_view(injector, view, objects.namespace, pools, requester)
         }
+        Some(Object::Raw(raw)) => {
+            fast_pod_create(injector, raw, objects.namespace, pools, requester)
+        }
+        _ => None,
+    };
+    if let Some(patch) = fast {
+        return Ok(Some(Decided::Patch(patch.into_bytes())));
+    }
+    if let Some(Object::View(_)) = objects.new {
+        objects.new = object_typed(objects.body);
     }
     review_object::<Pod>(Operation::Create, objects, requester, injector, pools)
 }
 
-/// Phase "fast path" (`injection::fast`: the view parse and the patch).
+/// Phase "fast path" (`injection::fast`: the patch, from the view the
+/// envelope parse read).
+#[inline(never)]
+fn fast_pod_view(
+    injector: &Injector,
+    view: &PodView<'_>,
+    namespace: Option<&str>,
+    pools: &dyn PoolSource,
+    requester: Requester,
+) -> Option<crate::injection::patch::JsonPatch> {
+    injector.fast_pod_view(view, namespace, pools, requester)
+}
+
+/// Phase "fast path" from the object's raw JSON (the envelope parse kept it
+/// raw: its kind came after it), the view parse and the patch.
 #[inline(never)]
 fn fast_pod_create(
     injector: &Injector,
@@ -676,6 +723,16 @@ fn fast_pod_create(
     requester: Requester,
 ) -> Option<crate::injection::patch::JsonPatch> {
     injector.fast_pod_create(raw.get(), namespace, pools, requester)
+}
+
+/// The request's object, the body read again with the object typed: for a
+/// Pod CREATE the fast path leaves to the engine. The body was read once
+/// already, so this parse reads it too (the in-place parse, or the derived
+/// one, whose object the review parses); `None`, which the review reports as
+/// a missing object, only if it did not.
+#[inline(never)]
+fn object_typed(body: &[u8]) -> Option<Object<'_>> {
+    parse_envelope(body, false).ok()?.request?.object
 }
 
 fn review_ephemeral(
@@ -763,8 +820,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// What a review's envelope says, its objects as their typed JSON (a raw
-    /// object parsed as the request's kind, when it is one), for comparing
-    /// the in-place parse with the derived one.
+    /// object parsed as the request's kind, when it is one; a view as what
+    /// it holds), for comparing the in-place parse with the derived one.
     fn seen(review: ReviewIn<'_>) -> String {
         let Some(request) = review.request else {
             return format!("{:?} {:?} no request", review.api_version, review.kind);
@@ -774,6 +831,7 @@ mod tests {
             None => "none".to_string(),
             Some(Object::Pod(p)) => serde_json::to_string(&p).expect("pod"),
             Some(Object::Job(j)) => serde_json::to_string(&j).expect("job"),
+            Some(Object::View(v)) => format!("view {v:?}"),
             Some(Object::Raw(raw)) => match kind {
                 ReviewKind::Pod => crate::injection::bounded::parse::<Pod>("Pod", raw.get())
                     .and_then(|p| serde_json::to_string(&p).ok()),
@@ -802,23 +860,41 @@ mod tests {
         )
     }
 
-    /// Whenever the in-place parse reads a body, the derived parse reads it
-    /// too, to the same envelope and the same objects.
-    fn same_as_derived(body: &[u8]) -> Option<bool> {
-        let in_place = parse_in_place(body).ok()?;
-        let derived: ReviewIn<'_> =
+    /// Whenever the in-place parse reads a body (`view`: a Pod CREATE's
+    /// object as the fast path's view), the derived parse reads it too, to
+    /// the same envelope and the same objects: a view is the view of the
+    /// derived parse's raw object. What the in-place parse made of the
+    /// object: "typed", "view" or "raw" (none too).
+    fn same_as_derived(body: &[u8], view: bool) -> Option<&'static str> {
+        let in_place = parse_in_place(body, view).ok()?;
+        let mut derived: ReviewIn<'_> =
             serde_json::from_slice(body).expect("the derived parse reads it too");
-        let typed = in_place
-            .request
-            .as_ref()
-            .is_some_and(|r| matches!(r.object, Some(Object::Pod(_) | Object::Job(_))));
+        let made = match in_place.request.as_ref().and_then(|r| r.object.as_ref()) {
+            Some(Object::Pod(_) | Object::Job(_)) => "typed",
+            Some(Object::View(_)) => "view",
+            Some(Object::Raw(_)) | None => "raw",
+        };
+        if let (true, Some(request)) = (made == "view", derived.request.as_mut()) {
+            let raw = match &request.object {
+                Some(Object::Raw(raw)) => Some(*raw),
+                _ => None,
+            };
+            request.object = raw.and_then(|raw| {
+                let mut d = serde_json::Deserializer::from_str(raw.get());
+                let view = crate::injection::bounded::seed::<PodView<'_>>("Pod")
+                    .deserialize(&mut d)
+                    .ok()?;
+                d.end().ok()?;
+                Some(Object::View(Box::new(view)))
+            });
+        }
         assert_eq!(
             seen(in_place),
             seen(derived),
             "{:.300}",
             String::from_utf8_lossy(body)
         );
-        Some(typed)
+        Some(made)
     }
 
     fn fixtures() -> Vec<(String, Vec<u8>)> {
@@ -846,18 +922,85 @@ mod tests {
     #[test]
     fn captured_reviews_have_their_objects_parsed_in_place() {
         for (name, body) in fixtures() {
-            let typed = same_as_derived(&body).unwrap_or_else(|| panic!("{name}: refused"));
             // Every captured review is a CREATE or an UPDATE of a Pod or a
             // Job: the object is read where it stands, not skipped first;
+            let typed = same_as_derived(&body, false);
+            assert_eq!(typed, Some("typed"), "{name}: typed in place");
+            // a Pod CREATE's not injected before as the fast path's view
+            // (as `handle` reads it).
             let review: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-            // but a Pod CREATE's not injected before, which the fast path
-            // reads from its JSON.
             let pod_create = review["request"]["kind"]["kind"] == "Pod"
                 && review["request"]["operation"] == "CREATE";
             let injected = !review["request"]["object"]["metadata"]["annotations"]
                 [ANNOTATION_INJECTED]
                 .is_null();
-            assert_eq!(typed, !pod_create || injected, "{name}: typed in place");
+            let made = same_as_derived(&body, !looks_injected(&body));
+            let expected = if pod_create && !injected {
+                "view"
+            } else {
+                "typed"
+            };
+            assert_eq!(made, Some(expected), "{name}: read in place");
+        }
+    }
+
+    /// The same review with its object written before everything else in
+    /// the request: the envelope parse keeps it raw (its kind not yet
+    /// known), and the review reads it from its JSON.
+    fn object_first(body: &[u8]) -> Vec<u8> {
+        let mut review: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+        let object = review["request"]
+            .as_object_mut()
+            .and_then(|r| r.remove("object"))
+            .expect("an object");
+        let rest = review["request"].to_string();
+        let request = format!(r#"{{"object":{object},{}"#, &rest[1..]);
+        review["request"] = serde_json::Value::Null;
+        let envelope = review.to_string();
+        envelope
+            .replacen(r#""request":null"#, &format!(r#""request":{request}"#), 1)
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_pod_the_fast_path_leaves_is_answered_as_when_read_raw() {
+        use crate::injection::{ClusterFacts, SidecarMode};
+        let pools = crate::injection::load_pool_file(
+            format!("{}/benches/data/pools.yaml", env!("CARGO_MANIFEST_DIR")).as_ref(),
+        )
+        .expect("pools");
+        // Native sidecars: the fast path takes the pods, from the view read
+        // in place or from the raw JSON; as containers: it leaves them to
+        // the engine, and the view is read again typed.
+        for sidecar_mode in [SidecarMode::Native, SidecarMode::Container] {
+            let injector = Injector::with_run_ids(ClusterFacts { sidecar_mode }, || "r".into());
+            let mut patched = 0;
+            for (name, body) in fixtures() {
+                let review: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                if review["request"]["kind"]["kind"] != "Pod"
+                    || review["request"]["operation"] != "CREATE"
+                {
+                    continue;
+                }
+                let raw = object_first(&body);
+                assert!(matches!(
+                    parse_envelope(&raw, true)
+                        .expect("read")
+                        .request
+                        .and_then(|r| r.object),
+                    Some(Object::Raw(_))
+                ));
+                let in_place = handle(&body, &injector, &pools).expect("answered");
+                let from_raw = handle(&raw, &injector, &pools).expect("answered");
+                assert_eq!(in_place.decision, from_raw.decision, "{name}");
+                assert_eq!(
+                    String::from_utf8_lossy(&in_place.body),
+                    String::from_utf8_lossy(&from_raw.body),
+                    "{name} ({sidecar_mode:?})"
+                );
+                patched += usize::from(in_place.decision == Decision::Patched);
+            }
+            assert!(patched >= 3, "{sidecar_mode:?}: {patched} patched");
         }
     }
 
@@ -866,8 +1009,10 @@ mod tests {
         assert_eq!(INJECTED_KEY, format!("\"{ANNOTATION_INJECTED}\""));
         let pod =
             |annotations: &str| format!(r#"{{"metadata":{{"annotations":{{{annotations}}}}}}}"#);
-        assert!(looks_injected(&pod(r#""runyard.dev/injected":"r""#)));
-        assert!(!looks_injected(&pod(r#""runyard.dev/pool":"p""#)));
+        assert!(looks_injected(
+            pod(r#""runyard.dev/injected":"r""#).as_bytes()
+        ));
+        assert!(!looks_injected(pod(r#""runyard.dev/pool":"p""#).as_bytes()));
     }
 
     #[test]
@@ -881,72 +1026,92 @@ mod tests {
         let gvk = r#""kind":{"group":"","version":"v1","kind":"Pod"}"#;
         let job = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"j"}}"#;
         let job_gvk = r#""kind":{"group":"batch","version":"v1","kind":"Job"}"#;
+        let unknown = r#"{"apiVersion":"v1","kind":"Pod","spec":{"containers":[]},"x":1}"#;
+        // Each body, and what the in-place parse makes of its object: with
+        // the object typed, and with a Pod CREATE's as the fast path's view.
         let cases = [
             // the object before the kind: kept raw, parsed later
             (
                 envelope(&format!(
                     r#"{{"uid":"u","object":{pod},{gvk},"operation":"CREATE"}}"#
                 )),
-                Some(false),
+                [Some("raw"), Some("raw")],
             ),
             // a subresource the review does not read: raw
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{gvk},"operation":"UPDATE","subResource":"status","object":{pod},"oldObject":{pod}}}"#
                 )),
-                Some(false),
+                [Some("raw"), Some("raw")],
             ),
-            // a Pod CREATE: raw, for the fast path (`Injector::fast_pod_create`)
+            // a Pod CREATE: typed, or the fast path's view (`injection::fast`)
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{gvk},"operation":"CREATE","object":{pod}}}"#
                 )),
-                Some(false),
+                [Some("typed"), Some("view")],
+            ),
+            // one with a member the view does not know: typed only
+            (
+                envelope(&format!(
+                    r#"{{"uid":"u",{gvk},"operation":"CREATE","object":{unknown}}}"#
+                )),
+                [Some("typed"), None],
             ),
             // CREATE: the old object (null) is not read as a Job
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{job_gvk},"operation":"CREATE","object":{job},"oldObject":null}}"#
                 )),
-                Some(true),
+                [Some("typed"), Some("typed")],
             ),
             // an object that is not a Job: the derived parse, whose review explains
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{job_gvk},"operation":"CREATE","object":[1]}}"#
                 )),
-                None,
+                [None, None],
             ),
-            // nor a Pod, at CREATE: kept raw, and the review explains
+            // nor a Pod, at CREATE
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{gvk},"operation":"CREATE","object":[1]}}"#
                 )),
-                Some(false),
+                [None, None],
             ),
             // a duplicate field, an escaped key, fields as an array, trailing data
-            (envelope(r#"{"uid":"u","uid":"v"}"#), None),
-            (envelope(r#"{"\u0075id":"u"}"#), None),
+            (envelope(r#"{"uid":"u","uid":"v"}"#), [None, None]),
+            (envelope(r#"{"\u0075id":"u"}"#), [None, None]),
             (
                 r#"["admission.k8s.io/v1","AdmissionReview",null]"#.to_string(),
-                None,
+                [None, None],
             ),
-            (format!("{} x", envelope("null")), None),
+            (format!("{} x", envelope("null")), [None, None]),
             // a null request, an object of null
-            (envelope("null"), Some(false)),
+            (envelope("null"), [Some("raw"), Some("raw")]),
             (
                 envelope(&format!(
                     r#"{{"uid":"u",{gvk},"operation":"CREATE","object":null}}"#
                 )),
-                Some(false),
+                [Some("raw"), Some("raw")],
             ),
         ];
-        for (body, expected) in cases {
-            assert_eq!(same_as_derived(body.as_bytes()), expected, "{body}");
+        for (body, [typed, view]) in cases {
+            assert_eq!(same_as_derived(body.as_bytes(), false), typed, "{body}");
+            assert_eq!(same_as_derived(body.as_bytes(), true), view, "{body}");
         }
+        // A Pod CREATE the view does not read is read typed in place.
+        let body = envelope(&format!(
+            r#"{{"uid":"u",{gvk},"operation":"CREATE","object":{unknown}}}"#
+        ));
+        let review = parse_envelope(body.as_bytes(), true).expect("read");
+        assert!(matches!(
+            review.request.and_then(|r| r.object),
+            Some(Object::Pod(_))
+        ));
         // What neither reads is the same malformed-JSON error as before.
         assert!(matches!(
-            parse_envelope(b"{"),
+            parse_envelope(b"{", true),
             Err(ReviewError::Malformed(_))
         ));
     }
@@ -1012,7 +1177,8 @@ mod tests {
 
         #[test]
         fn the_in_place_parse_reads_what_the_derived_parse_reads(body in arb_body()) {
-            same_as_derived(body.as_bytes());
+            same_as_derived(body.as_bytes(), false);
+            same_as_derived(body.as_bytes(), true);
         }
     }
 }
